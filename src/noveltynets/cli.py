@@ -1,0 +1,240 @@
+"""The ``noveltynets`` command line: sample, train-model, train-embedder, check-model."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import NoveltynetsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Diffusion sampling that keeps producing samples unlike the ones before.")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def friendly(fn):
+    """Turn NoveltynetsError (bad input, unusable files) into one line on stderr and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NoveltynetsError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+    return wrapper
+
+
+def _device(name: str) -> str:
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NoveltynetsError("--device cuda was asked for but no CUDA device is available")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise NoveltynetsError(f"unknown device {name!r}; use cpu or cuda")
+    return name
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    """Check that ``out`` can be written; return a fresh temporary folder beside it."""
+    if out.exists() and not out.is_dir():
+        raise NoveltynetsError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise NoveltynetsError(f"output folder {out} is not empty (pass --overwrite to replace it)")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    except OSError as e:
+        raise NoveltynetsError(f"cannot write to {parent}: {e.strerror or e}") from None
+
+
+def _commit_out(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place; an old ``out`` is only removed once the new one is complete."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@app.command()
+@friendly
+def sample(
+    klass: Optional[int] = typer.Option(None, "--class", "-c", help="Digit to generate (0-9); omit for unconditional samples."),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help="Number of samples (default 64, or the number of --seeds)."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Samples per batch (does not change the images)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, one per sample: 0-63, 1,5,9 or 0-9,100-109 (default 0..n-1)."),
+    cfg: float = typer.Option(2.0, "--cfg", help="Classifier-free guidance scale (1 = off); ignored without --class."),
+    steps: int = typer.Option(50, "--steps", help="Number of denoising steps."),
+    scheduler: str = typer.Option("ddim", "--scheduler", help="ddim, ddpm, dpm++ or unipc."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
+    guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...]; repeatable."),
+    grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
+    out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must be empty or new)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Generate images and write PNGs, grid.png, samples.npz and manifest.json to --out."""
+    import numpy as np
+    import torch
+
+    from .data import make_grid, save_png, to_uint8
+    from .guidance import parse_guide
+    from .models import NULL_CLASS, load_model
+    from .sampling import CFGDenoiser, GuidedModel, generate, make_scheduler, parse_seeds
+
+    t_start = time.perf_counter()
+    # 1. validate everything before any work or any file is written
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if n is not None and n <= 0:
+        raise NoveltynetsError(f"--n must be positive, got {n}")
+    if seed_list is not None and n is not None and len(seed_list) != n:
+        raise NoveltynetsError(f"--n {n} does not match the {len(seed_list)} seeds given by --seeds {seeds}")
+    n = n if n is not None else (len(seed_list) if seed_list is not None else 64)
+    seed_list = seed_list if seed_list is not None else list(range(n))
+    if batch_size <= 0:
+        raise NoveltynetsError(f"--batch-size must be positive, got {batch_size}")
+    if steps <= 0:
+        raise NoveltynetsError(f"--steps must be positive, got {steps}")
+    if grad_mode not in ("x0", "exact"):
+        raise NoveltynetsError(f"--grad-mode must be x0 or exact, got {grad_mode!r}")
+    if not cfg >= 0 or not eta >= 0:
+        raise NoveltynetsError("--cfg and --eta must be non-negative numbers")
+    terms = [parse_guide(spec) for spec in guide]
+    dev = _device(device)
+    t_load = time.perf_counter()
+    m = load_model(model, device=dev)
+    load_s = time.perf_counter() - t_load
+    if klass is not None and not 0 <= klass < m.num_classes:
+        raise NoveltynetsError(f"unknown class {klass}: this model has classes 0-{m.num_classes - 1}")
+    make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
+    tmp = _prepare_out(out, overwrite)
+
+    try:
+        # 2. sample
+        eps_model = CFGDenoiser(m.unet, cfg if klass is not None else 1.0)
+        if terms:
+            eps_model = GuidedModel(eps_model, terms, m.alphas_cumprod, grad_mode)
+        classes = [klass if klass is not None else NULL_CLASS] * n
+        run = generate(eps_model, lambda: make_scheduler(scheduler, m.scheduler_config, steps), seed_list, classes,
+                       m.image_shape, batch_size, terms=terms, eta=eta, device=dev, show_progress=progress)
+        # 3. write everything into the temporary folder, then move it into place
+        images = to_uint8(run.images)
+        for i, img in enumerate(images):
+            save_png(img, tmp / f"{i:06d}.png")
+        save_png(make_grid(images), tmp / "grid.png")
+        np.savez_compressed(tmp / "samples.npz", images=images, classes=np.array(classes), seeds=np.array(seed_list, dtype=np.int64))
+        import diffusers
+
+        from . import __version__
+        manifest = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["noveltynets", *sys.argv[1:]]),
+            "settings": {"class": klass, "n": n, "batch_size": batch_size, "seeds": seeds or f"0-{n - 1}", "cfg": cfg if klass is not None else 1.0,
+                         "steps": steps, "scheduler": scheduler, "eta": eta, "grad_mode": grad_mode, "guidance": [t.to_dict() for t in terms],
+                         "device": dev},
+            "model": {"id": m.model_id, "path": str(m.path)},
+            "timings": {"model_load_s": round(load_s, 3), "sampling_s": round(run.seconds, 3), "per_sample_s": round(run.seconds / n, 4),
+                        "batch_s": [round(b, 3) for b in run.batch_seconds], "total_s": round(time.perf_counter() - t_start, 3)},
+            "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version()},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _commit_out(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    typer.echo(f"wrote {n} samples to {out} ({run.seconds:.1f} s sampling, {run.seconds / n * 1000:.0f} ms per sample)")
+
+
+@app.command("train-model")
+@friendly
+def train_model_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the model, checkpoint and training log (rerun to resume)."),
+    steps: int = typer.Option(20_000, "--steps"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train the default class-conditional UNet on the MNIST-5k train split (EMA, bf16 on GPU, resumable)."""
+    from .models.trainer import TrainConfig, train_model
+
+    if steps <= 0 or batch_size <= 0 or lr <= 0:
+        raise NoveltynetsError("--steps, --batch-size and --lr must be positive")
+    train_model(out, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed), device=_device(device), show_progress=progress)
+    typer.echo(f"model written to {out}")
+
+
+@app.command("train-embedder")
+@friendly
+def train_embedder_cmd(
+    out: Path = typer.Option(..., "--out", "-o"),
+    epochs: int = typer.Option(30, "--epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train the evaluation embedder (a CNN digit classifier used only by metrics)."""
+    from .models.embedder import train_embedder
+
+    if epochs <= 0:
+        raise NoveltynetsError("--epochs must be positive")
+    result = train_embedder(out, epochs=epochs, seed=seed, device=_device(device), show_progress=progress)
+    typer.echo(json.dumps(result))
+
+
+@app.command("check-model")
+@friendly
+def check_model_cmd(
+    model: Optional[Path] = typer.Option(None, "--model"),
+    embedder: Optional[Path] = typer.Option(None, "--embedder"),
+    per_class: int = typer.Option(100, "--per-class"),
+    n_uncond: int = typer.Option(1000, "--n-uncond"),
+    cfg: float = typer.Option(2.0, "--cfg"),
+    steps: int = typer.Option(50, "--steps"),
+    batch_size: int = typer.Option(250, "--batch-size"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON here."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Judge a model with the evaluation embedder: adherence at --cfg, unconditional class balance."""
+    from .bench.model_check import check_model
+    from .models import load_model
+    from .models.embedder import load_eval_embedder
+
+    dev = _device(device)
+    result = check_model(load_model(model, dev), load_eval_embedder(embedder, dev), per_class, n_uncond, cfg, steps,
+                         batch_size=batch_size, device=dev, show_progress=progress)
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.write_text(text)
+    typer.echo(text)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The one base class of every guidance term, and the sign convention, written once.
+
+Sign convention (classifier guidance in eps form: Dhariwal & Nichol 2021, Alg. 2 / eq. 14)::
+
+    eps'(x_t) = eps(x_t) − sqrt(1 − ᾱ_t) · Σ_i scale_i · ∇_{x_t} log p_i(x_t)
+
+A term returns ``grad(x0_hat, info) = ∇_{x̂0} log p``: the direction, in the space of the
+predicted clean image x̂0 = (x_t − sqrt(1 − ᾱ_t)·eps) / sqrt(ᾱ_t), in which samples should
+move. Anti-guidance (novelty) returns −∇ log P(seen). :class:`~noveltynets.sampling.GuidedModel`
+turns it into ∇_{x_t} either exactly (a vector-Jacobian product through the denoiser) or
+cheaply (∂x̂0/∂x_t ≈ I / sqrt(ᾱ_t), no backward pass through the denoiser).
+
+Every term is a dataclass: its fields are its configuration, which round-trips through
+``to_dict`` / ``from_dict`` (and so through JSON). ``start``/``stop`` are fractions of the
+run (step i of n is active when start ≤ i/n < stop); guidance is off in the last 5% of
+steps by default, where it can only add artefacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import NoveltynetsError
+
+REGISTRY: dict[str, type["GuidanceTerm"]] = {}
+
+
+@dataclass
+class GuidanceTerm:
+    name: ClassVar[str] = ""
+    scale: float = 1.0
+    start: float = 0.0
+    stop: float = 0.95
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            REGISTRY[cls.name] = cls
+
+    def __post_init__(self):
+        if not 0.0 <= self.start <= self.stop <= 1.0:
+            raise NoveltynetsError(f"{self.name}: need 0 <= start <= stop <= 1, got start={self.start}, stop={self.stop}")
+
+    def active(self, progress: float) -> bool:
+        return self.scale != 0 and self.start <= progress < self.stop
+
+    def reset(self) -> None:
+        """Forget per-run state; called before every batch is sampled."""
+
+    def log_prob(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
+        """Per-sample log p (B,), differentiable in ``x0_hat``. Override this or :meth:`grad`."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither log_prob nor grad")
+
+    def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
+        """∇_{x̂0} log p, same shape as ``x0_hat``. Default: autograd of :meth:`log_prob`."""
+        with torch.enable_grad():
+            x = x0_hat.detach().requires_grad_(True)
+            return torch.autograd.grad(self.log_prob(x, info).sum(), x)[0]
+
+    def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:
+        """Called with each finished batch (x0 in [-1, 1]); memories learn here."""
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("config", True)}
+        return {"name": self.name, **cfg}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GuidanceTerm":
+        d = dict(d)
+        name = d.pop("name", cls.name)
+        if name not in REGISTRY:
+            raise NoveltynetsError(f"unknown guidance {name!r}; known: {', '.join(sorted(REGISTRY)) or 'none'}")
+        term_cls = REGISTRY[name]
+        known = {f.name for f in dataclasses.fields(term_cls) if f.metadata.get("config", True)}
+        unknown = set(d) - known
+        if unknown:
+            raise NoveltynetsError(f"guidance {name!r} has no setting {', '.join(sorted(unknown))}; settings: {', '.join(sorted(known))}")
+        return term_cls(**d)

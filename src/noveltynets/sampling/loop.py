@@ -1,0 +1,124 @@
+"""The sampling loop over diffusers schedulers, with per-sample seeds.
+
+Sample i's initial noise and every per-step noise it needs come from its own
+``torch.Generator`` seeded with ``seeds[i]`` (drawn on the CPU), so a seed gives the same
+image whatever the batch it is in and whatever the device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+from ..errors import NoveltynetsError
+from ..progress import progress_bar
+
+SCHEDULERS = {
+    "ddim": (DDIMScheduler, {"timestep_spacing": "trailing", "set_alpha_to_one": True}),
+    "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}),
+    "dpm++": (DPMSolverMultistepScheduler, {"timestep_spacing": "trailing"}),
+    "unipc": (UniPCMultistepScheduler, {"timestep_spacing": "trailing"}),
+}
+
+
+def make_scheduler(name: str, train_config: dict, steps: int):
+    """A diffusers scheduler of kind ``name`` built from the model's training schedule."""
+    if name not in SCHEDULERS:
+        raise NoveltynetsError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    if steps < 1:
+        raise NoveltynetsError(f"steps must be at least 1, got {steps}")
+    cls, overrides = SCHEDULERS[name]
+    keys = set(inspect.signature(cls.__init__).parameters)
+    base = {k: v for k, v in train_config.items() if k in keys and not k.startswith("_")}
+    scheduler = cls(**{**base, **overrides, "clip_sample": False} if "clip_sample" in keys else {**base, **overrides})
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def _step_kwargs(scheduler, generators, eta: float) -> dict:
+    params = inspect.signature(scheduler.step).parameters
+    kw = {}
+    if "generator" in params:
+        kw["generator"] = generators
+    if "eta" in params:
+        kw["eta"] = eta
+    return kw
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Generator]]:
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens
+
+
+@torch.no_grad()  # guidance terms that need gradients turn them on themselves
+def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Tensor, shape: tuple[int, ...],
+                 eta: float = 0.0, clip: bool = True, callback: Callable[[dict], None] | None = None,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """Denoise one batch from its seeds; ``model(x, t, extra) -> eps``. Returns x0 in [-1, 1]."""
+    x, gens = initial_noise(seeds, shape)
+    x = x.to(device) * scheduler.init_noise_sigma
+    classes = classes.to(device)
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    timesteps = scheduler.timesteps
+    step_kw = _step_kwargs(scheduler, gens, eta)
+    for i, t in enumerate(timesteps):
+        tt = torch.full((len(seeds),), int(t), device=device, dtype=torch.long)
+        extra = {"classes": classes, "i": i, "num_steps": len(timesteps), "seeds": seeds}
+        # 1. (guided) noise prediction
+        eps = model(x, tt, extra)
+        # 2. Tweedie's x̂0; clip it and recompute eps from the clipped x̂0 (keeps CFG samples in range)
+        a = alphas_cumprod[int(t)]
+        x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        if clip:
+            x0_hat = x0_hat.clamp(-1, 1)
+            eps = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
+        if callback is not None:
+            callback({"x": x, "i": i, "t": int(t), "eps": eps, "x0_hat": x0_hat})
+        # 3. scheduler step with the per-sample generators
+        x = scheduler.step(eps, t, x, **step_kw).prev_sample
+    return x.clamp(-1, 1)
+
+
+@dataclass
+class SampleRun:
+    """What :func:`generate` made: images (N, C, H, W) in [-1, 1], their seeds and classes, timings."""
+
+    images: torch.Tensor
+    seeds: list[int]
+    classes: list[int]
+    batch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.batch_seconds)
+
+
+def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: list[int], classes: list[int],
+             shape: tuple[int, ...], batch_size: int = 16, terms=(), eta: float = 0.0, clip: bool = True,
+             device: str | torch.device = "cpu", show_progress: bool = False,
+             callback: Callable[[dict], None] | None = None) -> SampleRun:
+    """Sample ``len(seeds)`` images in batches. Before each batch every term is ``reset()``;
+    after it, every term sees the finished batch through ``on_samples_end`` (so memories learn)."""
+    if len(classes) != len(seeds):
+        raise ValueError("one class per seed is needed")
+    out, times = [], []
+    with progress_bar(len(seeds), "sampling", enabled=show_progress) as advance:
+        for start in range(0, len(seeds), batch_size):
+            s, c = seeds[start:start + batch_size], torch.tensor(classes[start:start + batch_size])
+            for term in terms:
+                term.reset()
+            t0 = time.perf_counter()
+            x0 = sample_batch(model, scheduler_factory(), s, c, shape, eta=eta, clip=clip, callback=callback, device=device)
+            for term in terms:
+                term.on_samples_end(x0, {"seeds": s, "classes": c.to(x0.device)})
+            if x0.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            out.append(x0.cpu())
+            advance(len(s))
+    return SampleRun(torch.cat(out), list(seeds), list(classes), times)
