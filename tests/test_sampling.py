@@ -1,0 +1,211 @@
+"""The sampling core on a tiny UNet: seeds, CFG, clipping, guidance arithmetic and windows."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from noveltynets.errors import NoveltynetsError
+from noveltynets.guidance import GuidanceTerm, PointGuidance, parse_guide
+from noveltynets.models import NULL_CLASS, build_scheduler
+from noveltynets.sampling import SCHEDULERS, CFGDenoiser, GuidedModel, generate, make_scheduler, parse_seeds, sample_batch
+
+SHAPE = (1, 8, 8)
+ALPHAS = build_scheduler().alphas_cumprod
+
+
+def run(model, factory, seeds, batch_size, cls=3, terms=(), **kw):
+    return generate(model, factory, seeds, [cls] * len(seeds), SHAPE, batch_size, terms=terms, **kw).images
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
+def test_same_seed_same_image_whatever_the_batch(tiny_cfg, scheduler_factory, scheduler):
+    make = scheduler_factory(scheduler, steps=5)
+    seeds = [11, 5, 42, 7, 9]
+    a = run(tiny_cfg, make, seeds, batch_size=5, eta=1.0)
+    b = run(tiny_cfg, make, seeds, batch_size=2, eta=1.0)
+    c = run(tiny_cfg, make, [42], batch_size=1, eta=1.0)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(a[2], c[0], atol=1e-5)
+    assert not torch.allclose(a[0], a[1])  # different seeds, different images
+
+
+def test_ddpm_uses_per_sample_step_noise(tiny_cfg, scheduler_factory):
+    """DDPM draws fresh noise every step: a seed's image must still not depend on its batch-mates."""
+    make = scheduler_factory("ddpm", steps=5)
+    a = run(tiny_cfg, make, [1, 2], batch_size=2)
+    b = run(tiny_cfg, make, [1, 3], batch_size=2)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and not torch.allclose(a[1], b[1])
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_samples_in_range(tiny_cfg, scheduler_factory, name):
+    x = run(tiny_cfg, scheduler_factory(name, steps=4), [0, 1], batch_size=2)
+    assert torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+
+
+def test_cfg_batches_both_passes_and_matches_separate_passes(tiny_unet):
+    x, t, y = torch.randn(3, *SHAPE), torch.tensor([900, 500, 10]), torch.tensor([1, 2, 3])
+    calls = []
+    hook = tiny_unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        eps = CFGDenoiser(tiny_unet, 3.0)(x, t, {"classes": y})
+    finally:
+        hook.remove()
+    assert calls == [6]  # one forward pass of 2B
+    eps_c = tiny_unet(x, t, class_labels=y).sample
+    eps_u = tiny_unet(x, t, class_labels=torch.full_like(y, NULL_CLASS)).sample
+    assert torch.allclose(eps, eps_u + 3.0 * (eps_c - eps_u), atol=1e-5)
+
+
+def test_clipped_x0_and_callback(tiny_cfg, scheduler_factory):
+    seen = []
+    sample_batch(CFGDenoiser(tiny_cfg.unet, 20.0), scheduler_factory("ddim", 6)(), [0, 1], torch.tensor([1, 2]), SHAPE,
+                 callback=lambda d: seen.append(d))
+    assert [d["i"] for d in seen] == list(range(6))
+    assert set(seen[0]) == {"x", "i", "t", "eps", "x0_hat"}
+    assert all(d["x0_hat"].abs().max() <= 1 for d in seen)
+    # eps was recomputed from the clipped x̂0: x = sqrt(ā)·x̂0 + sqrt(1−ā)·eps holds exactly
+    d = seen[2]
+    a = ALPHAS[d["t"]]
+    assert torch.allclose(d["x"], a.sqrt() * d["x0_hat"] + (1 - a).sqrt() * d["eps"], atol=1e-5)
+
+
+def test_scale_zero_term_reproduces_unguided_run(tiny_cfg, scheduler_factory):
+    make = scheduler_factory("ddim", 5)
+    plain = run(tiny_cfg, make, [3, 4], 2)
+    term = PointGuidance(scale=0.0, target=1.0)
+    guided = run(GuidedModel(tiny_cfg, [term], ALPHAS), make, [3, 4], 2, terms=[term])
+    assert torch.equal(plain, guided)
+
+
+def test_term_outside_its_window_is_inert(tiny_cfg, scheduler_factory):
+    make = scheduler_factory("ddim", 5)
+    plain = run(tiny_cfg, make, [3], 1)
+    term = PointGuidance(scale=5.0, target=1.0, start=0.0, stop=0.0)
+    assert torch.equal(plain, run(GuidedModel(tiny_cfg, [term], ALPHAS), make, [3], 1, terms=[term]))
+    active = []
+    late = PointGuidance(scale=5.0, start=0.4, stop=0.8)
+    for i in range(5):
+        active.append(late.active(i / 5))
+    assert active == [False, False, True, True, False]
+
+
+class ConstantEps:
+    """An eps-model that ignores x: then ∂x̂0/∂x_t = I/sqrt(ā) exactly, so both gradient modes must agree."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, x, t, extra):
+        return self.value.expand_as(x) + 0 * x
+
+
+def test_exact_and_x0_gradient_modes_agree_on_a_toy_denoiser():
+    torch.manual_seed(0)
+    x, t = torch.randn(2, *SHAPE), torch.tensor([700, 700])
+    toy = ConstantEps(torch.randn(1, *SHAPE))
+    term = PointGuidance(scale=0.3, target=0.5, sigma=0.7)
+    extra = {"classes": torch.tensor([0, 0]), "i": 0, "num_steps": 10}
+    e_x0 = GuidedModel(toy, [term], ALPHAS, "x0")(x, t, extra)
+    e_exact = GuidedModel(toy, [term], ALPHAS, "exact")(x, t, extra)
+    assert torch.allclose(e_x0, e_exact, atol=1e-5)
+    # and the eps correction moves x̂0 by (1 − ā)/ā · scale · ∇_{x̂0} log p, the x̂0-form of the same step
+    a = ALPHAS[700]
+    eps = toy(x, t, extra)
+    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    x0_guided = (x - (1 - a).sqrt() * e_x0) / a.sqrt()
+    assert torch.allclose(x0_guided, x0 + (1 - a) / a * 0.3 * term.grad(x0, extra), atol=1e-4)
+
+
+def test_exact_mode_differs_from_x0_mode_on_a_real_denoiser(tiny_cfg):
+    x, t = torch.randn(2, *SHAPE), torch.tensor([500, 500])
+    term, extra = PointGuidance(scale=1.0, target=1.0), {"classes": torch.tensor([1, 2]), "i": 0, "num_steps": 10}
+    e_x0 = GuidedModel(tiny_cfg, [term], ALPHAS, "x0")(x, t, extra)
+    e_exact = GuidedModel(tiny_cfg, [term], ALPHAS, "exact")(x, t, extra)
+    assert not torch.allclose(e_x0, e_exact)
+    assert torch.nn.functional.cosine_similarity(e_x0.flatten(), e_exact.flatten(), dim=0) > 0.5
+
+
+@pytest.mark.parametrize("mode", ["x0", "exact"])
+def test_pull_toward_a_point_moves_samples_toward_it(tiny_cfg, scheduler_factory, mode):
+    make, seeds = scheduler_factory("ddim", 6), list(range(4))
+    plain = run(tiny_cfg, make, seeds, 4)
+    dist = lambda imgs, target: (imgs - target).pow(2).mean().item()  # noqa: E731
+    d = []
+    for scale in (0.5, 2.0):
+        term = PointGuidance(scale=scale, target=1.0)
+        d.append(dist(run(GuidedModel(tiny_cfg, [term], ALPHAS, mode), make, seeds, 4, terms=[term]), 1.0))
+    assert dist(plain, 1.0) > d[0] > d[1]
+    term = PointGuidance(scale=2.0, target=-1.0)
+    assert dist(run(GuidedModel(tiny_cfg, [term], ALPHAS, mode), make, seeds, 4, terms=[term]), -1.0) < dist(plain, -1.0)
+
+
+class NaNTerm(GuidanceTerm):
+    name = "test-nan"
+
+    def grad(self, x0_hat, info):
+        return torch.full_like(x0_hat, float("nan"))
+
+
+def test_non_finite_gradient_skips_the_term_with_a_warning(tiny_cfg, scheduler_factory):
+    make = scheduler_factory("ddim", 4)
+    plain = run(tiny_cfg, make, [1, 2], 2)
+    with pytest.warns(RuntimeWarning, match="non-finite gradient"):
+        guided = run(GuidedModel(tiny_cfg, [NaNTerm(scale=1.0)], ALPHAS), make, [1, 2], 2)
+    assert torch.equal(plain, guided)
+
+
+class Recorder(GuidanceTerm):
+    name = "test-recorder"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.events = []
+
+    def reset(self):
+        self.events.append("reset")
+
+    def grad(self, x0_hat, info):
+        return torch.zeros_like(x0_hat)
+
+    def on_samples_end(self, x0, info):
+        self.events.append(("end", list(info["seeds"]), x0.shape[0]))
+
+
+def test_terms_are_reset_before_and_told_after_each_batch(tiny_cfg, scheduler_factory):
+    rec = Recorder(scale=1.0)
+    run(GuidedModel(tiny_cfg, [rec], ALPHAS), scheduler_factory("ddim", 3), [5, 6, 7], 2, terms=[rec])
+    assert rec.events == ["reset", ("end", [5, 6], 2), "reset", ("end", [7], 1)]
+
+
+def test_guidance_config_round_trips_through_json():
+    term = parse_guide("point:scale=2.5,target=1,stop=0.8")
+    assert term == PointGuidance(scale=2.5, target=1.0, stop=0.8)
+    d = json.loads(json.dumps(term.to_dict()))
+    assert d["name"] == "point" and GuidanceTerm.from_dict(d) == term
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope", "unknown guidance"), ("point:scale", "expected key=value"), ("point:size=3", "no setting 'size'"),
+    ("point:scale=abc", "not a valid float"), ("point:start=0.9,stop=0.1", "start <= stop"),
+])
+def test_bad_guidance_specs_are_clear_errors(spec, message):
+    with pytest.raises(NoveltynetsError, match=message):
+        parse_guide(spec)
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("5,1,9-10") == [5, 1, 9, 10]
+    for bad in ("3-1", "a-b", "", "-1", "1,1", "0-99999999999"):
+        with pytest.raises(NoveltynetsError):
+            parse_seeds(bad)
+
+
+def test_make_scheduler_rejects_unknown_names_and_bad_steps(train_config):
+    with pytest.raises(NoveltynetsError, match="unknown scheduler"):
+        make_scheduler("euler-ancestral-xl", train_config, 10)
+    with pytest.raises(NoveltynetsError, match="steps"):
+        make_scheduler("ddim", train_config, 0)
