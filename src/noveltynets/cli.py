@@ -100,8 +100,9 @@ def sample(
 
     from .data import make_grid, save_png, to_uint8
     from .guidance import parse_guide
+    from . import sampling
     from .models import NULL_CLASS, load_model
-    from .sampling import CFGDenoiser, GuidedModel, generate, make_scheduler, parse_seeds
+    from .sampling import make_scheduler, parse_seeds
 
     t_start = time.perf_counter()
     # 1. validate everything before any work or any file is written
@@ -132,12 +133,8 @@ def sample(
 
     try:
         # 2. sample
-        eps_model = CFGDenoiser(m.unet, cfg if klass is not None else 1.0)
-        if terms:
-            eps_model = GuidedModel(eps_model, terms, m.alphas_cumprod, grad_mode)
+        run = sampling.sample(m, seed_list, klass, cfg, steps, scheduler, eta, terms, grad_mode, batch_size, dev, progress)
         classes = [klass if klass is not None else NULL_CLASS] * n
-        run = generate(eps_model, lambda: make_scheduler(scheduler, m.scheduler_config, steps), seed_list, classes,
-                       m.image_shape, batch_size, terms=terms, eta=eta, device=dev, show_progress=progress)
         # 3. write everything into the temporary folder, then move it into place
         images = to_uint8(run.images)
         for i, img in enumerate(images):

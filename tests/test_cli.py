@@ -1,0 +1,134 @@
+"""The main job end to end on the shipped model, and every kind of bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from noveltynets.cli import app
+from noveltynets.models import DEFAULT_MODEL_DIR
+
+runner = CliRunner()
+FAST = ["--steps", "3", "--no-progress"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_sample_writes_pngs_grid_npz_and_manifest(tmp_path):
+    out = tmp_path / "run"
+    r = invoke("sample", "--class", 7, "--n", 5, "--batch-size", 2, "--seeds", "10-14", "--cfg", 2, "--out", out, *FAST)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(5)] + ["grid.png", "manifest.json", "samples.npz"]
+    npz = np.load(out / "samples.npz")
+    assert npz["images"].dtype == np.uint8 and npz["images"].shape == (5, 32, 32)
+    assert npz["classes"].tolist() == [7] * 5 and npz["seeds"].tolist() == list(range(10, 15))
+    assert np.array_equal(np.asarray(Image.open(out / "000003.png")), npz["images"][3])
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["settings"]["class"] == 7 and m["settings"]["steps"] == 3 and m["settings"]["seeds"] == "10-14"
+    assert m["model"]["id"].startswith("mnist5k-unet@") and m["timings"]["sampling_s"] > 0
+    assert len(m["timings"]["batch_s"]) == 3
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_seeds_give_the_same_images_whatever_the_batch_size(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke("sample", "--class", 2, "--seeds", "3-6", "--batch-size", 4, "--out", a, *FAST).exit_code == 0
+    assert invoke("sample", "--class", 2, "--seeds", "5,6", "--batch-size", 1, "--out", b, *FAST).exit_code == 0
+    ia, ib = np.load(a / "samples.npz")["images"], np.load(b / "samples.npz")["images"]
+    assert np.abs(ia[2:].astype(int) - ib.astype(int)).max() <= 1
+
+
+def test_unconditional_sampling_and_guidance_are_recorded(tmp_path):
+    out = tmp_path / "u"
+    r = invoke("sample", "--n", 3, "--guide", "point:scale=0.5,target=1", "--out", out, *FAST)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["settings"]["class"] is None and m["settings"]["cfg"] == 1.0
+    assert m["settings"]["guidance"] == [{"name": "point", "scale": 0.5, "start": 0.0, "stop": 0.95, "target": 1.0, "sigma": 1.0}]
+    assert np.load(out / "samples.npz")["classes"].tolist() == [10] * 3
+
+
+def test_overwrite_replaces_and_refusal_keeps_old_output(tmp_path):
+    out = tmp_path / "o"
+    assert invoke("sample", "--class", 1, "--n", 2, "--out", out, *FAST).exit_code == 0
+    before = (out / "manifest.json").read_text()
+    r = invoke("sample", "--class", 1, "--n", 3, "--out", out, *FAST)
+    assert r.exit_code == 2 and "not empty" in r.stderr and (out / "manifest.json").read_text() == before
+    assert invoke("sample", "--class", 1, "--n", 3, "--out", out, "--overwrite", *FAST).exit_code == 0
+    assert len(list(out.glob("0*.png"))) == 3
+
+
+def _corrupt_model(tmp_path):
+    import shutil
+    bad = tmp_path / "badmodel"
+    shutil.copytree(DEFAULT_MODEL_DIR, bad)
+    w = bad / "unet" / "diffusion_pytorch_model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    return bad
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class", 12], "unknown class 12"),
+    (["--class", -1], "unknown class -1"),
+    (["--n", 0], "--n must be positive"),
+    (["--n", -3], "--n must be positive"),
+    (["--seeds", "9-2"], "end is before start"),
+    (["--seeds", "x"], "bad seed range"),
+    (["--seeds", "0-3", "--n", 5], "does not match"),
+    (["--batch-size", 0], "--batch-size must be positive"),
+    (["--steps", 0], "--steps must be positive"),
+    (["--guide", "nope"], "unknown guidance"),
+    (["--scheduler", "euler"], "unknown scheduler"),
+    (["--device", "tpu"], "unknown device"),
+    (["--model", "/nonexistent/model"], "no model at"),
+    (["--grad-mode", "fast"], "--grad-mode"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "never"
+    r = invoke("sample", "--out", out, *FAST, *args)  # args last: they win over FAST
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_model_and_unwritable_output(tmp_path):
+    r = invoke("sample", "--model", _corrupt_model(tmp_path), "--out", tmp_path / "x", *FAST)
+    assert r.exit_code == 2 and "cannot load model" in r.stderr and not (tmp_path / "x").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    r = invoke("sample", "--n", 1, "--out", blocker, *FAST)
+    assert r.exit_code == 2 and "not a folder" in r.stderr
+    r = invoke("sample", "--n", 1, "--out", blocker / "sub", *FAST)
+    assert r.exit_code == 2 and "cannot write" in r.stderr
+
+
+def test_failure_mid_run_leaves_no_partial_output(tmp_path, monkeypatch):
+    import noveltynets.sampling as sampling
+    import noveltynets.sampling.loop as loop
+
+    def boom(*a, **k):
+        raise RuntimeError("killed")
+    out = tmp_path / "o"
+    assert invoke("sample", "--n", 1, "--out", out, *FAST).exit_code == 0
+    before = (out / "manifest.json").read_text()
+    monkeypatch.setattr(sampling, "sample", boom)
+    monkeypatch.setattr(loop, "generate", boom)
+    r = invoke("sample", "--n", 2, "--out", out, "--overwrite", *FAST)
+    assert r.exit_code != 0
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "noveltynets.cli", "sample", "--class", "11", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: unknown class 11") and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "noveltynets.cli", "sample", "--n", "abc"], capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
