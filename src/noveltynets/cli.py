@@ -88,6 +88,12 @@ def sample(
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...]; repeatable."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named novelty memory to guide with and update (created if missing)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite)."),
+    embedder: str = typer.Option("pooled-pixels:8", "--embedder", help="Novelty embedder: pooled-pixels[:N], multiscale-pooled[:2,4,8], denoiser-mid[:t=T]."),
+    negatives: str = typer.Option("pool", "--negatives", help="A new memory's reference negatives: pool (unguided samples), real or jitter."),
+    pool_size: int = typer.Option(128, "--pool-size", help="Unguided samples in a new memory's reference pool (made once, cached)."),
+    scope: str = typer.Option("user", "--scope", help="A new memory's scope: session, user or service."),
     model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
     out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
@@ -129,6 +135,7 @@ def sample(
     if klass is not None and not 0 <= klass < m.num_classes:
         raise NoveltynetsError(f"unknown class {klass}: this model has classes 0-{m.num_classes - 1}")
     make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
+    memory_info = _setup_memory(terms, memory, store, embedder, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress)
     tmp = _prepare_out(out, overwrite)
 
     try:
@@ -151,6 +158,7 @@ def sample(
                          "steps": steps, "scheduler": scheduler, "eta": eta, "grad_mode": grad_mode, "guidance": [t.to_dict() for t in terms],
                          "device": dev},
             "model": {"id": m.model_id, "path": str(m.path)},
+            "memory": memory_info() if memory_info else None,
             "timings": {"model_load_s": round(load_s, 3), "sampling_s": round(run.seconds, 3), "per_sample_s": round(run.seconds / n, 4),
                         "batch_s": [round(b, 3) for b in run.batch_seconds], "total_s": round(time.perf_counter() - t_start, 3)},
             "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version()},
@@ -161,6 +169,42 @@ def sample(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     typer.echo(f"wrote {n} samples to {out} ({run.seconds:.1f} s sampling, {run.seconds / n * 1000:.0f} ms per sample)")
+
+
+def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress):
+    """Attach a novelty memory to every ``--guide novelty`` term; returns a manifest-info callable (or None)."""
+    from .guidance import NoveltyGuidance
+    from .memory import embedder_from_spec
+    from .memory.setup import StoreObserver, attach_memory, open_memory, real_reference, reference_pool
+    from .memory.store import MemoryStore, new_memory
+
+    if not any(isinstance(t, NoveltyGuidance) for t in terms):
+        if name is not None:
+            raise NoveltynetsError("--memory needs --guide novelty")
+        return None
+    if negatives not in ("pool", "real", "jitter"):
+        raise NoveltynetsError(f"--negatives must be pool, real or jitter, got {negatives!r}")
+    if pool_size < 2:
+        raise NoveltynetsError("--pool-size must be at least 2")
+    emb = embedder_from_spec(embedder_spec, m)
+    st = MemoryStore(store_path)
+    cfg_used = cfg if klass is not None else 1.0
+    if name is None:  # session scope: lives for this command only
+        mem = new_memory(emb, m.model_id, negatives=negatives)
+        if negatives == "pool":
+            mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress))
+        elif negatives == "real":
+            mem.set_reference(real_reference(emb, klass))
+        attach_memory(terms, mem, emb)
+        return lambda: {"name": None, "scope": "session", "embedder": emb.id, "n_seen": mem.n_seen}
+    mem, version = open_memory(st, name, m, emb, klass, cfg_used, steps, scheduler, negatives, pool_size, scope, dev, progress)
+    term = next(t for t in terms if isinstance(t, NoveltyGuidance))
+    settings = {"class": klass, "cfg": cfg_used, "steps": steps, "scheduler": scheduler, "guidance": [t.to_dict() for t in terms]}
+    observer = StoreObserver(st, name, term, version, settings)
+    attach_memory(terms, mem, emb, observer)
+    start_version = version
+    return lambda: {"name": name, "store": str(st.path), "embedder": emb.id, "version_before": start_version,
+                    "version_after": observer.version, "n_seen": term.memory.n_seen}
 
 
 @app.command("train-model")
@@ -227,6 +271,124 @@ def check_model_cmd(
     if out is not None:
         out.write_text(text)
     typer.echo(text)
+
+
+memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")
+app.add_typer(memory_app, name="memory")
+StoreOpt = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite).")
+
+
+def _store(path):
+    from .memory.store import MemoryStore
+    return MemoryStore(path)
+
+
+@memory_app.command("list")
+@friendly
+def memory_list(store: Optional[Path] = StoreOpt) -> None:
+    """One line per memory: name, scope, samples seen, embedder, model."""
+    st = _store(store)
+    for name in st.names():
+        try:
+            i = st.info(name)
+            typer.echo(f"{i.name}\t{i.scope}\t{i.n_seen} seen\t{i.embedder_id}\t{i.model_id}")
+        except Exception as e:  # one damaged row must not hide the others
+            typer.echo(f"{name}\t(unreadable: {e})")
+
+
+@memory_app.command("show")
+@friendly
+def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
+    """Everything about one memory, as JSON."""
+    from dataclasses import asdict
+    st = _store(store)
+    info = asdict(st.info(name))
+    mem, _ = st.load(name)
+    info.update(samples_recorded=st.count_samples(name), replay_size=len(mem.replay), reference_negatives=len(mem.negatives),
+                train_steps=mem.train_steps)
+    typer.echo(json.dumps(info, indent=2))
+
+
+@memory_app.command("reset")
+@friendly
+def memory_reset(name: str, store: Optional[Path] = StoreOpt) -> None:
+    """Forget a memory's history (keeps its settings and reference negatives)."""
+    _store(store).reset(name)
+    typer.echo(f"memory {name!r} reset")
+
+
+@memory_app.command("delete")
+@friendly
+def memory_delete(name: str, store: Optional[Path] = StoreOpt) -> None:
+    _store(store).delete(name)
+    typer.echo(f"memory {name!r} deleted")
+
+
+@memory_app.command("export")
+@friendly
+def memory_export(name: str, path: Path, store: Optional[Path] = StoreOpt) -> None:
+    """Write one memory (state and sample records) to a standalone file."""
+    _store(store).export(name, path)
+    typer.echo(f"memory {name!r} exported to {path}")
+
+
+@memory_app.command("import")
+@friendly
+def memory_import(path: Path, name: Optional[str] = typer.Option(None, "--name", help="Import under another name."),
+                  store: Optional[Path] = StoreOpt) -> None:
+    """Add the memory in an exported file to the store."""
+    if not path.is_file():
+        raise NoveltynetsError(f"no such file {path}")
+    typer.echo(f"memory {_store(store).import_(path, name)!r} imported")
+
+
+@memory_app.command("pretrain")
+@friendly
+def memory_pretrain(
+    name: str,
+    from_dataset: bool = typer.Option(False, "--from-dataset", help="Teach the memory the training images."),
+    klass: Optional[int] = typer.Option(None, "--class", "-c", help="Only this digit's training images."),
+    embedder: str = typer.Option("pooled-pixels:8", "--embedder"),
+    epochs: int = typer.Option(20, "--epochs", help="Passes over the training images."),
+    model: Optional[Path] = typer.Option(None, "--model"),
+    steps: int = typer.Option(50, "--steps", help="Steps of the reference pool's samples."),
+    pool_size: int = typer.Option(512, "--pool-size"),
+    store: Optional[Path] = StoreOpt,
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Create a service-wide memory that has "seen" the training set, so guidance with it avoids echoing training data."""
+    import torch
+
+    from .data import load_split
+    from .memory import embedder_from_spec
+    from .memory.setup import open_memory
+    from .models import load_model
+    from .progress import progress_bar
+
+    if not from_dataset:
+        raise NoveltynetsError("nothing to pretrain from: pass --from-dataset")
+    dev = _device(device)
+    m = load_model(model, dev)
+    if klass is not None and not 0 <= klass < m.num_classes:
+        raise NoveltynetsError(f"unknown class {klass}")
+    emb = embedder_from_spec(embedder, m)
+    st = _store(store)
+    mem, version = open_memory(st, name, m, emb, klass, 2.0 if klass is not None else 1.0, steps, "ddim", "pool", pool_size,
+                               "service", dev, progress)
+    train = load_split("train")
+    images = train.of_class(klass) if klass is not None else train.images
+    with torch.no_grad():
+        e = emb(images.to(dev))
+    chunks = torch.randperm(len(e), generator=torch.Generator().manual_seed(0)).split(256)
+    with progress_bar(len(chunks) + epochs, "pretrain", enabled=progress) as advance:
+        for idx in chunks:  # each training image is observed (and recorded) once ...
+            mem, version = st.observe(name, mem, version, e[idx], [{"settings": {"source": "train", "index": int(i)}} for i in idx])
+            advance()
+        for _ in range(epochs):  # ... then rehearsed until the memory knows them
+            advance(loss=mem.rehearse(steps=len(chunks)))
+    st.save(name, mem)
+    typer.echo(f"memory {name!r} has seen {mem.n_seen} training images")
 
 
 def main() -> None:

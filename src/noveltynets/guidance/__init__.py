@@ -7,6 +7,7 @@ import typing
 
 from ..errors import NoveltynetsError
 from .base import REGISTRY, GuidanceTerm
+from .novelty import NoveltyGuidance
 from .point import PointGuidance
 
 
@@ -41,4 +42,4 @@ def parse_guide(spec: str) -> GuidanceTerm:
     return GuidanceTerm.from_dict(cfg)
 
 
-__all__ = ["REGISTRY", "GuidanceTerm", "PointGuidance", "parse_guide"]
+__all__ = ["REGISTRY", "GuidanceTerm", "NoveltyGuidance", "PointGuidance", "parse_guide"]

@@ -64,13 +64,13 @@ class GuidedModel:
             with torch.no_grad():
                 eps = self.eps_model(x, t, extra)
             x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            grad_x = self._term_grads(x0_hat, active, {**extra, "x": x, "eps": eps}) / a.sqrt()
+            grad_x = self._term_grads(x0_hat, active, {**extra, "x": x, "eps": eps, "alpha_bar": a}) / a.sqrt()
         else:
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
                 eps = self.eps_model(x_in, t, extra)
                 x0_hat = (x_in - (1 - a).sqrt() * eps) / a.sqrt()
-                g0 = self._term_grads(x0_hat, active, {**extra, "x": x, "eps": eps.detach()})
+                g0 = self._term_grads(x0_hat, active, {**extra, "x": x, "eps": eps.detach(), "alpha_bar": a})
                 grad_x = torch.autograd.grad(x0_hat, x_in, grad_outputs=g0)[0]
             eps = eps.detach()
         return eps - (1 - a).sqrt() * grad_x

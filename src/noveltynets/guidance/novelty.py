@@ -1,0 +1,69 @@
+"""Novelty anti-guidance: g = −∇_{x̂0} log P(seen | embed(x̂0)), plus in-batch repulsion.
+
+The memory says how likely an embedding is to have been generated before in this scope;
+the term pushes each in-progress sample down that probability. So that members of one
+batch do not converge on each other either, the batch's own x̂0 embeddings count as
+history for the other members: a kernel estimate log Σ_{j≠i} k(e_i, e_j) (RBF, median
+bandwidth) is added to log P(seen) with weight ``batch_weight``.
+
+With ``normalize`` (default), each sample's x̂0-gradient is rescaled to RMS sqrt(ᾱ_t), so
+that in the cheap gradient mode the eps correction has RMS ``scale · sqrt(1 − ᾱ_t)``:
+``scale`` is then the size of the push relative to the noise, whatever the memory's logit
+scale. After each batch the memory observes the finished samples (``on_samples_end``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .base import GuidanceTerm
+
+
+def batch_log_seen(emb: torch.Tensor) -> torch.Tensor:
+    """log Σ_{j≠i} exp(−‖e_i − e_j‖² / (2h²)), h² = median squared distance / 2 (B,)."""
+    d2 = torch.cdist(emb, emb).pow(2)
+    off = ~torch.eye(len(emb), dtype=torch.bool, device=emb.device)
+    h2 = d2[off].detach().median().clamp_min(1e-8) / 2
+    return torch.logsumexp((-d2 / (2 * h2)).masked_fill(~off, -math.inf), dim=1)
+
+
+@dataclass
+class NoveltyGuidance(GuidanceTerm):
+    name = "novelty"
+    scale: float = 0.3
+    normalize: bool = True
+    batch_weight: float = 1.0
+    memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
+    embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
+    observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
+
+    def log_prob(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
+        """log p of being *novel*: −log P(seen | history) − batch_weight · log(in-batch similarity)."""
+        emb = self.embedder(x0_hat)
+        logp = -F.logsigmoid(self.memory.logit(emb)) if self.memory is not None else torch.zeros(len(emb), device=emb.device)
+        if self.batch_weight and len(emb) > 1:
+            logp = logp - self.batch_weight * batch_log_seen(emb)
+        return logp
+
+    def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
+        g = super().grad(x0_hat, info)
+        if self.normalize:
+            rms = g.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+            a = info.get("alpha_bar")
+            g = g / rms * (a.sqrt() if a is not None else 1.0)
+        return g
+
+    def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:
+        if self.memory is None:
+            return
+        with torch.no_grad():
+            emb = self.embedder(x0)
+        if self.observer is not None:  # e.g. the store: observes under its lock and persists
+            self.observer(emb, info)
+        else:
+            self.memory.observe(emb)

@@ -1,0 +1,94 @@
+"""Differentiable embedders of x̂0 for novelty memories: pooled pixels, multi-scale, denoiser features, any callable.
+
+Every embedder has an ``id`` that names it exactly; a memory records the id it was trained
+with and refuses to be used with another embedder.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import NoveltynetsError
+
+
+class Embedder:
+    """``embedder(x0) -> (B, dim)``, differentiable in ``x0`` (B, C, H, W) in [-1, 1]."""
+
+    id: str = ""
+    dim: int = 0
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PooledPixels(Embedder):
+    """Average-pool x̂0 to ``size``×``size`` (default 8×8 = 64-d for one channel): the default."""
+
+    def __init__(self, size: int = 8, channels: int = 1):
+        self.size, self.dim, self.id = size, channels * size * size, f"pooled-pixels:{size}"
+
+    def __call__(self, x0):
+        return F.adaptive_avg_pool2d(x0.clamp(-1, 1), self.size).flatten(1)
+
+
+class MultiScalePooled(Embedder):
+    """Pooled pixels at several sizes, concatenated (coarse layout and finer strokes)."""
+
+    def __init__(self, sizes: tuple[int, ...] = (2, 4, 8), channels: int = 1):
+        self.sizes = tuple(sizes)
+        self.dim = channels * sum(s * s for s in self.sizes)
+        self.id = "multiscale-pooled:" + ",".join(map(str, self.sizes))
+
+    def __call__(self, x0):
+        x0 = x0.clamp(-1, 1)
+        return torch.cat([F.adaptive_avg_pool2d(x0, s).flatten(1) for s in self.sizes], dim=1)
+
+
+class DenoiserFeatures(Embedder):
+    """The denoiser's own mid-block features of x̂0 seen at a small timestep ``t`` (no noise added), pooled."""
+
+    def __init__(self, unet, model_id: str, t: int = 20, null_class: int = 10):
+        self.unet, self.t, self.null_class = unet, t, null_class
+        self.dim = unet.config.block_out_channels[-1]
+        self.id = f"denoiser-mid:t={t}:{model_id}"
+        self._features: list[torch.Tensor] = []
+        unet.mid_block.register_forward_hook(lambda m, i, o: self._features.append(o))
+
+    def __call__(self, x0):
+        self._features.clear()
+        t = torch.full((len(x0),), self.t, device=x0.device, dtype=torch.long)
+        self.unet(x0.clamp(-1, 1), t, class_labels=torch.full_like(t, self.null_class))
+        return self._features[-1].mean(dim=(2, 3))
+
+
+class CallableEmbedder(Embedder):
+    """Wrap any differentiable ``fn(x0) -> (B, dim)``; ``id`` must name it uniquely."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], id: str, dim: int):
+        if not id:
+            raise NoveltynetsError("a callable embedder needs a non-empty id")
+        self.fn, self.id, self.dim = fn, f"callable:{id}", dim
+
+    def __call__(self, x0):
+        return self.fn(x0)
+
+
+def embedder_from_spec(spec: str, model=None) -> Embedder:
+    """``pooled-pixels[:8]``, ``multiscale-pooled[:2,4,8]`` or ``denoiser-mid[:t=20]`` (needs ``model``)."""
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "pooled-pixels":
+            return PooledPixels(int(arg) if arg else 8)
+        if kind == "multiscale-pooled":
+            return MultiScalePooled(tuple(int(s) for s in arg.split(",")) if arg else (2, 4, 8))
+        if kind == "denoiser-mid":
+            if model is None:
+                raise NoveltynetsError("the denoiser-mid embedder needs the diffusion model")
+            t = int(arg.partition("=")[2]) if arg else 20
+            return DenoiserFeatures(model.unet, model.model_id, t)
+    except ValueError:
+        raise NoveltynetsError(f"bad embedder spec {spec!r}") from None
+    raise NoveltynetsError(f"unknown embedder {spec!r}; known: pooled-pixels[:N], multiscale-pooled[:a,b,c], denoiser-mid[:t=T]")

@@ -1,0 +1,197 @@
+"""The novelty net: an MLP memory of everything generated in a scope, trained online.
+
+``logit(e)`` is the log-odds that embedding ``e`` "has been generated before". Each
+``observe(embeddings)`` adds the new positives to a replay buffer (reservoir of fixed size
+by default, so the memory does not grow with history) and takes a few Adam steps of
+balanced binary cross-entropy: positives = the new batch plus replay, negatives =
+**reference** embeddings that were not generated in this scope (unguided samples of the
+same model and condition, or real images). Jittered positives are available as negatives
+too, but alone they teach no memory: the net then only learns "on the data manifold or
+off it" (DESIGN.md, planning facts).
+
+The gradient of log P(seen) estimates ∇ log p_history/p_reference: anti-guidance pushes
+away from what has been over-generated relative to what the model does anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..errors import NoveltynetsError
+
+
+@dataclass
+class MemoryConfig:
+    dim: int
+    embedder_id: str
+    model_id: str = ""
+    hidden: int = 512
+    layers: int = 2
+    lr: float = 1e-3
+    steps_per_observe: int = 40
+    batch_size: int = 256
+    replay: str = "reservoir"  # "reservoir" (fixed size) or "full" (keeps every positive)
+    replay_size: int = 20_000
+    negatives: str = "pool"  # "pool" (unguided samples), "real" (real images) or "jitter"
+    jitter_sigma: float = 0.5  # × per-dimension std, for jitter negatives
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.replay not in ("reservoir", "full"):
+            raise NoveltynetsError(f"replay must be 'reservoir' or 'full', got {self.replay!r}")
+        if self.negatives not in ("pool", "real", "jitter"):
+            raise NoveltynetsError(f"negatives must be 'pool', 'real' or 'jitter', got {self.negatives!r}")
+        if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size) <= 0:
+            raise NoveltynetsError("memory sizes and step counts must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemoryConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class NoveltyMemory:
+    """An MLP ``embedding -> log-odds(seen)`` with its replay buffer and reference negatives."""
+
+    def __init__(self, config: MemoryConfig, device: str | torch.device = "cpu"):
+        self.config, self.device = config, torch.device(device)
+        torch.manual_seed(config.seed)  # deterministic initialisation
+        dims = [config.dim] + [config.hidden] * config.layers
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 1)).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.gen = torch.Generator("cpu").manual_seed(config.seed)
+        self.replay = torch.zeros(0, config.dim, device=self.device)
+        self.negatives = torch.zeros(0, config.dim, device=self.device)
+        self.mean = torch.zeros(config.dim, device=self.device)
+        self.std = torch.ones(config.dim, device=self.device)
+        self.n_seen = 0
+        self.train_steps = 0
+
+    # -- scoring --------------------------------------------------------------------------
+    def logit(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, dim) → (B,) log-odds of "already generated"; differentiable."""
+        if embeddings.shape[-1] != self.config.dim:
+            raise NoveltynetsError(f"embedding dimension {embeddings.shape[-1]} does not match the memory's {self.config.dim}")
+        return self.net((embeddings.to(self.device) - self.mean) / self.std).squeeze(-1)
+
+    @torch.no_grad()
+    def seen_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(embeddings))
+
+    # -- learning -------------------------------------------------------------------------
+    def set_reference(self, negatives: torch.Tensor) -> None:
+        """Reference embeddings (never generated in this scope); also fixes the input normalisation."""
+        negatives = negatives.detach().float().to(self.device)
+        if negatives.ndim != 2 or negatives.shape[1] != self.config.dim or len(negatives) < 2:
+            raise NoveltynetsError(f"reference negatives must be (N >= 2, {self.config.dim}), got {tuple(negatives.shape)}")
+        self.negatives = negatives
+        self.mean, self.std = negatives.mean(0), negatives.std(0).clamp_min(1e-3)
+
+    def _add_to_replay(self, emb: torch.Tensor) -> None:
+        cap = self.config.replay_size if self.config.replay == "reservoir" else None
+        for e in emb:  # reservoir sampling (Vitter's algorithm R): every positive kept with equal probability
+            self.n_seen += 1
+            if cap is None or len(self.replay) < cap:
+                self.replay = torch.cat([self.replay, e[None]])
+            else:
+                j = int(torch.randint(self.n_seen, (1,), generator=self.gen))
+                if j < cap:
+                    self.replay[j] = e
+
+    def _draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
+        return pool[torch.randint(len(pool), (n,), generator=self.gen).to(self.device)]
+
+    def observe(self, embeddings: torch.Tensor, steps: int | None = None) -> float:
+        """Learn that ``embeddings`` (B, dim) have now been generated; returns the last loss."""
+        new = embeddings.detach().float().to(self.device)
+        if new.ndim != 2 or new.shape[1] != self.config.dim:
+            raise NoveltynetsError(f"embeddings must be (B, {self.config.dim}), got {tuple(new.shape)}")
+        if not torch.isfinite(new).all():
+            raise NoveltynetsError("refusing to observe non-finite embeddings")
+        if self.config.negatives != "jitter" and len(self.negatives) == 0:
+            raise NoveltynetsError("this memory has no reference negatives yet (set_reference)")
+        if len(self.negatives) == 0:  # jitter mode: normalise by the first positives
+            self.mean, self.std = new.mean(0), new.std(0).clamp_min(1e-3) if len(new) > 1 else self.std
+        self._add_to_replay(new)
+        return self.rehearse(steps, new)
+
+    def rehearse(self, steps: int | None = None, new: torch.Tensor | None = None) -> float:
+        """Train on replay (and ``new``, always in every batch) against the negatives; returns the last loss."""
+        new = new if new is not None else self.replay[:0]
+        if len(self.replay) == 0:
+            raise NoveltynetsError("nothing to rehearse: the memory has observed nothing")
+        half, loss = self.config.batch_size, torch.tensor(0.0)
+        for _ in range(steps if steps is not None else self.config.steps_per_observe):
+            # 1. positives: the new batch always, topped up from replay
+            pos = torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))])
+            # 2. negatives: reference embeddings, or jittered positives
+            if self.config.negatives == "jitter":
+                noise = torch.randn(pos.shape, generator=self.gen).to(self.device)
+                neg = pos + self.config.jitter_sigma * self.std * noise
+            else:
+                neg = self._draw(self.negatives, half)
+            # 3. one Adam step of balanced binary cross-entropy
+            logits = self.logit(torch.cat([pos, neg]))
+            target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(self.device)
+            loss = F.binary_cross_entropy_with_logits(logits, target)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.train_steps += 1
+        return float(loss.detach())
+
+    # -- persistence ----------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        for i, st in self.opt.state_dict()["state"].items():
+            for k, v in st.items():
+                t[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        t.update(replay=self.replay, negatives=self.negatives, mean=self.mean, std=self.std,
+                 counters=torch.tensor([self.n_seen, self.train_steps]), gen=self.gen.get_state())
+        return {k: v.detach().cpu().contiguous() for k, v in t.items()}
+
+    def to_bytes(self) -> bytes:
+        """Weights, optimiser state, replay, reference and config as one safetensors blob."""
+        return st_save(self.state_tensors(), metadata={"config": json.dumps(asdict(self.config))})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, device: str | torch.device = "cpu") -> "NoveltyMemory":
+        try:
+            header_len = int.from_bytes(blob[:8], "little")
+            meta = json.loads(blob[8:8 + header_len]).get("__metadata__", {})
+            config = MemoryConfig.from_dict(json.loads(meta["config"]))
+            t = st_load(blob)
+        except NoveltynetsError:
+            raise
+        except Exception as e:
+            raise NoveltynetsError(f"memory data is corrupt ({type(e).__name__})") from None
+        mem = cls(config, device)
+        mem.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
+        opt_state = mem.opt.state_dict()
+        for key, v in t.items():
+            if key.startswith("opt."):
+                _, i, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(i), {})[name] = v
+        mem.opt.load_state_dict(opt_state)
+        dev = mem.device
+        mem.replay, mem.negatives, mem.mean, mem.std = t["replay"].to(dev), t["negatives"].to(dev), t["mean"].to(dev), t["std"].to(dev)
+        mem.n_seen, mem.train_steps = (int(x) for x in t["counters"])
+        mem.gen.set_state(t["gen"])
+        return mem
+
+    def reset(self) -> None:
+        """Forget all history (keeps the config and the reference negatives)."""
+        negatives = self.negatives
+        self.__init__(self.config, self.device)
+        if len(negatives):
+            self.set_reference(negatives)

@@ -1,0 +1,75 @@
+"""Wiring a novelty memory into a sampling run: load or create it, its reference pool, its observer."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import NoveltynetsError
+from .embedders import Embedder
+from .novelty import NoveltyMemory
+from .store import MemoryStore, new_memory
+
+POOL_SEED_BASE = 10**12  # reference-pool seeds: far from any user's 0..N
+
+
+def reference_pool(store: MemoryStore, model, embedder: Embedder, klass: int | None, cfg: float, steps: int, scheduler: str,
+                   size: int, device: str = "cpu", show_progress: bool = False) -> torch.Tensor:
+    """Embeddings of ``size`` unguided samples with these settings, made once and cached in the store."""
+    from ..sampling import sample
+
+    key = f"{model.model_id}|{embedder.id}|class={klass}|cfg={cfg}|steps={steps}|{scheduler}|n={size}"
+    cached = store.pool(key)
+    if cached is not None:
+        return cached
+    run = sample(model, range(POOL_SEED_BASE, POOL_SEED_BASE + size), klass, cfg, steps, scheduler, batch_size=64,
+                 device=device, show_progress=show_progress)
+    with torch.no_grad():
+        emb = embedder(run.images.to(device)).cpu()
+    store.put_pool(key, emb)
+    return emb
+
+
+def real_reference(embedder: Embedder, klass: int | None) -> torch.Tensor:
+    from ..data import load_split
+
+    train = load_split("train")
+    images = train.of_class(klass) if klass is not None else train.images
+    with torch.no_grad():
+        return embedder(images)
+
+
+def open_memory(store: MemoryStore, name: str, model, embedder: Embedder, klass, cfg, steps, scheduler, negatives: str = "pool",
+                pool_size: int = 128, scope: str = "user", device: str = "cpu", show_progress: bool = False) -> tuple[NoveltyMemory, int]:
+    """Load memory ``name`` (checking embedder and model) or create it with its reference negatives."""
+    if store.exists(name):
+        return store.load(name, device, embedder.id, model.model_id)
+    memory = new_memory(embedder, model.model_id, negatives=negatives)
+    if negatives == "pool":
+        memory.set_reference(reference_pool(store, model, embedder, klass, cfg, steps, scheduler, pool_size, device, show_progress))
+    elif negatives == "real":
+        memory.set_reference(real_reference(embedder, klass))
+    store.create(name, memory, scope)
+    return store.load(name, device)
+
+
+class StoreObserver:
+    """``NoveltyGuidance.observer``: after each batch, train and persist the memory in one transaction."""
+
+    def __init__(self, store: MemoryStore, name: str, term, version: int, settings: dict):
+        self.store, self.name, self.term, self.version, self.settings = store, name, term, version, settings
+
+    def __call__(self, embeddings: torch.Tensor, info: dict) -> None:
+        classes = info["classes"].tolist()
+        records = [{"seed": int(s), "class": int(c), "settings": self.settings} for s, c in zip(info["seeds"], classes)]
+        self.term.memory, self.version = self.store.observe(self.name, self.term.memory, self.version, embeddings, records)
+
+
+def attach_memory(terms, memory: NoveltyMemory, embedder: Embedder, observer=None) -> None:
+    from ..guidance import NoveltyGuidance
+
+    found = False
+    for term in terms:
+        if isinstance(term, NoveltyGuidance):
+            term.memory, term.embedder, term.observer, found = memory, embedder, observer, True
+    if not found:
+        raise NoveltynetsError("--memory needs --guide novelty")

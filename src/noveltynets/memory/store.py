@@ -1,0 +1,248 @@
+"""The memory store: SQLite (WAL) holding each named memory and one row per observed sample.
+
+A memory's row holds its config, embedder id, model id, scope, count of samples seen, a
+version number and its state (weights, optimiser, replay, reference negatives) as one
+safetensors blob. ``observe`` runs inside one ``BEGIN IMMEDIATE`` transaction: it reloads
+the memory if another process committed a newer version, trains it on the new batch,
+writes the new state and the per-sample rows, and commits. So a killed process leaves the
+last committed state, and two processes writing one memory lose no update. Reference pools
+(unguided samples' embeddings) are cached in the ``pools`` table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NoveltynetsError
+from .novelty import MemoryConfig, NoveltyMemory
+
+SCOPES = ("batch", "session", "user", "service")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    name TEXT PRIMARY KEY, scope TEXT NOT NULL, config TEXT NOT NULL, embedder_id TEXT NOT NULL,
+    model_id TEXT NOT NULL, n_seen INTEGER NOT NULL, version INTEGER NOT NULL, state BLOB NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, memory TEXT NOT NULL, seed INTEGER, class INTEGER,
+    settings TEXT, embedding BLOB NOT NULL, time REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_memory ON samples(memory);
+CREATE TABLE IF NOT EXISTS pools (key TEXT PRIMARY KEY, embeddings BLOB NOT NULL, created REAL NOT NULL);
+"""
+
+
+def default_store_path() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "noveltynets" / "memories.sqlite"
+
+
+@dataclass
+class MemoryInfo:
+    name: str
+    scope: str
+    embedder_id: str
+    model_id: str
+    n_seen: int
+    version: int
+    config: dict
+    created: float
+    updated: float
+
+
+def _array_bytes(t: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, t.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _bytes_array(b: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.load(io.BytesIO(b), allow_pickle=False))
+
+
+class MemoryStore:
+    """A SQLite file of named novelty memories. Safe for several processes at once."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise NoveltynetsError(f"memory store {self.path} is unreadable or not a noveltynets store ({e})") from None
+        except OSError as e:
+            raise NoveltynetsError(f"cannot open memory store {self.path}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _write(self):
+        """One write transaction; the lock is taken at the start, so read-modify-write is safe."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- memories -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM memories ORDER BY name")]
+
+    def info(self, name: str) -> MemoryInfo:
+        row = self.db.execute("SELECT name, scope, embedder_id, model_id, n_seen, version, config, created, updated "
+                              "FROM memories WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NoveltynetsError(f"no memory named {name!r} in {self.path}")
+        return MemoryInfo(*row[:6], json.loads(row[6]), *row[7:])
+
+    def exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM memories WHERE name = ?", (name,)).fetchone() is not None
+
+    def create(self, name: str, memory: NoveltyMemory, scope: str = "user") -> None:
+        if not name or any(c in name for c in "/\\\0"):
+            raise NoveltynetsError(f"bad memory name {name!r}")
+        if scope not in SCOPES:
+            raise NoveltynetsError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        now = time.time()
+        with self._write():
+            if self.exists(name):
+                raise NoveltynetsError(f"a memory named {name!r} already exists in {self.path}")
+            c = memory.config
+            self.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (name, scope, json.dumps(c.__dict__), c.embedder_id, c.model_id, memory.n_seen, 1,
+                             memory.to_bytes(), now, now))
+
+    def load(self, name: str, device: str | torch.device = "cpu", embedder_id: str | None = None,
+             model_id: str | None = None) -> tuple[NoveltyMemory, int]:
+        """The memory and its version; refuses a memory made with another embedder or model."""
+        row = self.db.execute("SELECT state, version, embedder_id, model_id FROM memories WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NoveltynetsError(f"no memory named {name!r} in {self.path}")
+        state, version, emb_id, mod_id = row
+        if embedder_id is not None and emb_id != embedder_id:
+            raise NoveltynetsError(f"memory {name!r} was made with embedder {emb_id!r}, not {embedder_id!r}")
+        if model_id is not None and mod_id and mod_id != model_id:
+            raise NoveltynetsError(f"memory {name!r} was made with model {mod_id!r}, not {model_id!r}")
+        try:
+            return NoveltyMemory.from_bytes(state, device), version
+        except NoveltynetsError as e:
+            raise NoveltynetsError(f"memory {name!r} in {self.path}: {e}") from None
+
+    def save(self, name: str, memory: NoveltyMemory) -> int:
+        """Overwrite a memory's state (e.g. after ``reset``); returns the new version."""
+        with self._write():
+            version = self.info(name).version + 1
+            self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
+                            (memory.to_bytes(), memory.n_seen, version, time.time(), name))
+        return version
+
+    def observe(self, name: str, memory: NoveltyMemory, version: int, embeddings: torch.Tensor,
+                records: list[dict] | None = None) -> tuple[NoveltyMemory, int]:
+        """Train ``memory`` on ``embeddings`` and persist it with one row per sample, atomically.
+
+        If another writer committed since ``version``, its state is loaded first, so both
+        updates survive. Returns the (possibly reloaded) memory and its new version.
+        """
+        records = records or [{} for _ in range(len(embeddings))]
+        with self._write():
+            current = self.info(name).version
+            if current != version:
+                memory, version = self.load(name, memory.device)
+            memory.observe(embeddings)
+            now = time.time()
+            self.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
+                                [(name, r.get("seed"), r.get("class"), json.dumps(r.get("settings", {})), _array_bytes(e), now)
+                                 for e, r in zip(embeddings, records)])
+            self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
+                            (memory.to_bytes(), memory.n_seen, version + 1, now, name))
+        return memory, version + 1
+
+    def delete(self, name: str) -> None:
+        with self._write():
+            self.info(name)
+            self.db.execute("DELETE FROM samples WHERE memory = ?", (name,))
+            self.db.execute("DELETE FROM memories WHERE name = ?", (name,))
+
+    def reset(self, name: str) -> None:
+        """Forget a memory's history (its reference negatives and config stay)."""
+        memory, _ = self.load(name)
+        memory.reset()
+        with self._write():
+            self.db.execute("DELETE FROM samples WHERE memory = ?", (name,))
+            version = self.info(name).version + 1
+            self.db.execute("UPDATE memories SET state=?, n_seen=0, version=?, updated=? WHERE name=?",
+                            (memory.to_bytes(), version, time.time(), name))
+
+    def sample_embeddings(self, name: str) -> torch.Tensor:
+        rows = self.db.execute("SELECT embedding FROM samples WHERE memory = ? ORDER BY id", (name,)).fetchall()
+        return torch.stack([_bytes_array(r[0]) for r in rows]) if rows else torch.zeros(0)
+
+    def count_samples(self, name: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM samples WHERE memory = ?", (name,)).fetchone()[0]
+
+    # -- export / import ------------------------------------------------------------------
+    def export(self, name: str, path: str | Path) -> None:
+        """Write one memory (state and sample rows) to a standalone SQLite file."""
+        path = Path(path)
+        if path.exists():
+            raise NoveltynetsError(f"{path} already exists")
+        tmp = path.with_name(path.name + ".partial")
+        tmp.unlink(missing_ok=True)
+        out = MemoryStore(tmp)
+        self.info(name)
+        out.db.execute("BEGIN")
+        row = self.db.execute("SELECT * FROM memories WHERE name = ?", (name,)).fetchone()
+        out.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+        out.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
+                           self.db.execute("SELECT memory, seed, class, settings, embedding, time FROM samples WHERE memory = ? ORDER BY id", (name,)))
+        out.db.execute("COMMIT")
+        out.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        out.db.execute("PRAGMA journal_mode=DELETE")
+        out.close()
+        os.replace(tmp, path)
+
+    def import_(self, path: str | Path, name: str | None = None) -> str:
+        """Copy the memory in an exported file into this store (optionally renamed); returns its name."""
+        src = MemoryStore(path)
+        names = src.names()
+        if len(names) != 1:
+            raise NoveltynetsError(f"{path} holds {len(names)} memories; an export holds exactly one")
+        row = list(src.db.execute("SELECT * FROM memories WHERE name = ?", (names[0],)).fetchone())
+        samples = src.db.execute("SELECT seed, class, settings, embedding, time FROM samples WHERE memory = ? ORDER BY id", (names[0],)).fetchall()
+        src.close()
+        NoveltyMemory.from_bytes(row[7])  # refuse corrupt data before writing anything
+        row[0] = name or row[0]
+        with self._write():
+            if self.exists(row[0]):
+                raise NoveltynetsError(f"a memory named {row[0]!r} already exists in {self.path}")
+            self.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            self.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
+                                [(row[0], *s) for s in samples])
+        return row[0]
+
+    # -- reference pools ------------------------------------------------------------------
+    def pool(self, key: str) -> torch.Tensor | None:
+        row = self.db.execute("SELECT embeddings FROM pools WHERE key = ?", (key,)).fetchone()
+        return _bytes_array(row[0]) if row else None
+
+    def put_pool(self, key: str, embeddings: torch.Tensor) -> None:
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO pools VALUES (?,?,?)", (key, _array_bytes(embeddings), time.time()))
+
+
+def new_memory(embedder, model_id: str = "", **config) -> NoveltyMemory:
+    return NoveltyMemory(MemoryConfig(dim=embedder.dim, embedder_id=embedder.id, model_id=model_id, **config))
