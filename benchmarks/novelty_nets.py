@@ -1,0 +1,178 @@
+"""Novelty-nets benchmark (issue: novelty nets), protocol of shared/BENCHMARK.md.
+
+    python benchmarks/novelty_nets.py protocol --device cuda --out docs/benchmarks/novelty
+    python benchmarks/novelty_nets.py auc --device cuda --out docs/benchmarks/novelty
+    python benchmarks/novelty_nets.py protocol --quick          # CPU smoke run
+
+``protocol``: per class, plain CFG-2 sampling vs novelty guidance on the same seeds (256
+samples, 16 per batch, one memory per class), the batch-repulsion-only and the
+unrelated-memory ablations, and a second run continuing the same memory.
+``auc``: how well a memory tells observed from fresh samples at growing history.
+Metrics use the evaluation embedder's features, never the guidance embedder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noveltynets import metrics
+from noveltynets.data import load_mnist5k
+from noveltynets.guidance import NoveltyGuidance
+from noveltynets.memory import PooledPixels
+from noveltynets.memory.store import new_memory
+from noveltynets.models import load_model
+from noveltynets.models.embedder import load_eval_embedder
+from noveltynets.sampling import sample
+
+POOL_SEEDS, UNRELATED_SEEDS, FRESH_SEEDS = 10**12, 2 * 10**12, 3 * 10**12
+
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties half."""
+    s = np.concatenate([pos, neg])
+    ranks = s.argsort().argsort().astype(float) + 1
+    for v in np.unique(s):  # average ranks of ties
+        m = s == v
+        ranks[m] = ranks[m].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+class Judge:
+    def __init__(self, klass: int, device: str):
+        self.klass, self.ev = klass, load_eval_embedder(device=device)
+        real = load_mnist5k().of_class(klass)
+        self.real = self.ev.features(real).numpy()
+        self.tau = metrics.near_dup_threshold(self.real)
+
+    def __call__(self, images: torch.Tensor, history: torch.Tensor | None = None) -> dict:
+        f = self.ev.features(images).numpy()
+        n_hist = 0
+        if history is not None:  # score only the new samples, against history + earlier new ones
+            n_hist = len(history)
+            f = np.concatenate([self.ev.features(history).numpy(), f])
+        d = metrics.nearest_earlier_distance(f)[max(1, n_hist):]
+        new = f[n_hist:]
+        p, r = metrics.precision_recall(self.real, new)
+        return {"near_dup": float((d < self.tau).mean()), "novelty": float(d.mean()), "precision": p, "recall": r,
+                "adherence": float((self.ev.predict(images) == self.klass).float().mean())}
+
+
+def protocol(args) -> dict:
+    dev, model = args.device, load_model(device=args.device)
+    emb = PooledPixels()
+    kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
+    rows = []
+    for klass in args.classes:
+        judge = Judge(klass, dev)
+        seeds = list(range(args.n))
+        pool = sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images
+        ref = emb(pool.to(dev))
+
+        def memory():
+            mem = new_memory(emb, model.model_id, steps_per_observe=args.memory_steps, hidden=args.hidden)
+            mem.set_reference(ref)
+            return mem
+
+        def record(method, setting, run, history=None):
+            row = {"class": klass, "method": method, "setting": setting, "seconds": run.seconds, **judge(run.images, history)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            return run
+
+        plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))
+        for scale in args.scales:
+            for bw in args.batch_weights:
+                term = NoveltyGuidance(scale=scale, batch_weight=bw, memory=memory(), embedder=emb)
+                run = record("novelty", f"s={scale},bw={bw}", sample(model, seeds, klass, guidance=[term], **kw))
+                if scale == args.scales[0] and bw == args.batch_weights[0]:
+                    # continuation: the same memory, the next seeds, judged against the first run too
+                    record("novelty-continued", f"s={scale},bw={bw}",
+                           sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **kw), history=run.images)
+                    # ablation: a memory trained on an unrelated set of the same size, frozen
+                    other = sample(model, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), klass, **{**kw, "batch_size": 256}).images
+                    mem = memory()
+                    for chunk in emb(other.to(dev)).split(args.batch):
+                        mem.observe(chunk)
+                    frozen = NoveltyGuidance(scale=scale, batch_weight=bw, memory=mem, embedder=emb)
+                    frozen.on_samples_end = lambda x0, info: None
+                    record("unrelated-memory", f"s={scale},bw={bw}", sample(model, seeds, klass, guidance=[frozen], **kw))
+                    record("batch-only", f"s={scale},bw={bw}",
+                           sample(model, seeds, klass, guidance=[NoveltyGuidance(scale=scale, batch_weight=max(bw, 1.0), embedder=emb)], **kw))
+        del plain
+    return {"rows": rows}
+
+
+def auc(args) -> dict:
+    dev, model, emb = args.device, load_model(device=args.device), PooledPixels()
+    klass, kw = args.classes[0], dict(cfg=2.0, steps=args.steps, device=dev, batch_size=args.sample_batch)
+    biggest = max(args.histories)
+    t0 = time.time()
+    if args.embeddings and args.embeddings.exists():
+        saved = torch.load(args.embeddings)
+        history, fresh, ref = (saved[k].float().to(dev) for k in ("history", "fresh", "pool"))
+        history, fresh, ref = history[:biggest], fresh[:args.n_test], ref[:args.pool]
+    else:
+        history = emb(sample(model, range(biggest), klass, **kw).images.to(dev))
+        fresh = emb(sample(model, range(FRESH_SEEDS, FRESH_SEEDS + args.n_test), klass, **kw).images.to(dev))
+        ref = emb(sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **kw).images.to(dev))
+        print(f"sampled {biggest + args.n_test + args.pool} in {time.time() - t0:.0f} s", flush=True)
+        if args.embeddings:
+            torch.save({"history": history.half().cpu(), "fresh": fresh.half().cpu(), "pool": ref.half().cpu()}, args.embeddings)
+    out = []
+    for h in args.histories:
+        mem = new_memory(emb, model.model_id, steps_per_observe=args.memory_steps, hidden=args.hidden, batch_size=args.memory_batch)
+        mem.set_reference(ref)
+        t1 = time.time()
+        for chunk in history[:h].split(args.observe_chunk):
+            mem.observe(chunk)
+        seen = history[torch.randperm(h, generator=torch.Generator().manual_seed(0))[: args.n_test].to(history.device)]
+        a = roc_auc(mem.logit(seen).detach().cpu().numpy(), mem.logit(fresh).detach().cpu().numpy())
+        row = {"history": h, "auc": a, "train_steps": mem.train_steps, "train_seconds": time.time() - t1,
+               "params": sum(p.numel() for p in mem.net.parameters()), "replay": len(mem.replay)}
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return {"auc": out}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["protocol", "auc"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--classes", type=int, nargs="+", default=[1, 3, 7])
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--pool", type=int, default=256)
+    p.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.2])
+    p.add_argument("--batch-weights", type=float, nargs="+", default=[1.0])
+    p.add_argument("--memory-steps", type=int, default=40)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--histories", type=int, nargs="+", default=[1000, 10000, 100000])
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--observe-chunk", type=int, default=16)
+    p.add_argument("--memory-batch", type=int, default=256)
+    p.add_argument("--sample-batch", type=int, default=1000)
+    p.add_argument("--embeddings", type=Path, help="Cache of the auc run's sample embeddings (loaded if present, else written).")
+    args = p.parse_args()
+    if args.quick:
+        args.classes, args.n, args.steps, args.pool = args.classes[:1], 32, 10, 32
+        args.histories, args.n_test, args.sample_batch = [64], 32, 64
+    t0 = time.time()
+    result = {"args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)}}
+    result.update(protocol(args) if args.what == "protocol" else auc(args))
+    result["wall_seconds"] = time.time() - t0
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{args.what}.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
