@@ -83,6 +83,10 @@ def protocol(args) -> dict:
             row = {"class": klass, "method": method, "setting": setting, "seconds": run.seconds, **judge(run.images, history)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                with open(args.out / "protocol_rows.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
             return run
 
         plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))

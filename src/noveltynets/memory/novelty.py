@@ -41,6 +41,9 @@ class MemoryConfig:
     replay_size: int = 20_000
     negatives: str = "pool"  # "pool" (unguided samples), "real" (real images) or "jitter"
     jitter_sigma: float = 0.5  # × per-dimension std, for jitter negatives
+    negative_jitter: float = 0.3  # × per-dimension std: fresh Gaussian noise on every drawn reference negative
+    fourier: int = 256  # > 0: random Fourier features of the normalised input (count), for local memorisation
+    fourier_sigma: float = 1.0  # their frequency scale
     seed: int = 0
 
     def __post_init__(self):
@@ -63,7 +66,8 @@ class NoveltyMemory:
     def __init__(self, config: MemoryConfig, device: str | torch.device = "cpu"):
         self.config, self.device = config, torch.device(device)
         torch.manual_seed(config.seed)  # deterministic initialisation
-        dims = [config.dim] + [config.hidden] * config.layers
+        self.freqs = torch.randn(config.dim, config.fourier, generator=torch.Generator().manual_seed(config.seed)).to(self.device) * config.fourier_sigma
+        dims = [2 * config.fourier if config.fourier else config.dim] + [config.hidden] * config.layers
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.SiLU()]
@@ -82,7 +86,11 @@ class NoveltyMemory:
         """(B, dim) → (B,) log-odds of "already generated"; differentiable."""
         if embeddings.shape[-1] != self.config.dim:
             raise NoveltynetsError(f"embedding dimension {embeddings.shape[-1]} does not match the memory's {self.config.dim}")
-        return self.net((embeddings.to(self.device) - self.mean) / self.std).squeeze(-1)
+        z = (embeddings.to(self.device) - self.mean) / self.std
+        if self.config.fourier:
+            z = z @ self.freqs
+            z = torch.cat([z.sin(), z.cos()], dim=-1)
+        return self.net(z).squeeze(-1)
 
     @torch.no_grad()
     def seen_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -140,6 +148,9 @@ class NoveltyMemory:
                 neg = pos + self.config.jitter_sigma * self.std * noise
             else:
                 neg = self._draw(self.negatives, half)
+                if self.config.negative_jitter:
+                    noise = torch.randn(neg.shape, generator=self.gen).to(self.device)
+                    neg = neg + self.config.negative_jitter * self.std * noise
             # 3. one Adam step of balanced binary cross-entropy
             logits = self.logit(torch.cat([pos, neg]))
             target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(self.device)

@@ -1,0 +1,158 @@
+"""NoveltyMemory, embedders and the novelty guidance term."""
+
+import pytest
+import torch
+
+from noveltynets.errors import NoveltynetsError
+from noveltynets.guidance import NoveltyGuidance, parse_guide
+from noveltynets.guidance.novelty import batch_log_seen
+from noveltynets.memory import CallableEmbedder, DenoiserFeatures, MemoryConfig, MultiScalePooled, NoveltyMemory, PooledPixels, embedder_from_spec
+from noveltynets.models import build_scheduler
+from noveltynets.sampling import GuidedModel, generate
+
+from .conftest import TINY  # noqa: F401
+
+
+def auc(pos, neg):
+    return (pos[:, None] > neg[None, :]).float().mean().item()
+
+
+def cfg(**kw):
+    base = dict(dim=8, embedder_id="test", hidden=64, steps_per_observe=30, batch_size=64, fourier=64)
+    return MemoryConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(3, 200, 8, generator=g)  # history, fresh, reference: one distribution
+
+
+@pytest.mark.parametrize("embedder, dim", [(PooledPixels(8), 64), (PooledPixels(4), 16), (MultiScalePooled((2, 4)), 20)])
+def test_embedders_are_differentiable_with_ids(embedder, dim):
+    x = (torch.rand(3, 1, 32, 32) * 1.8 - 0.9).requires_grad_(True)
+    e = embedder(x)
+    assert e.shape == (3, dim) == (3, embedder.dim) and embedder.id
+    e.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_denoiser_features_and_callable_embedder(tiny_unet):
+    emb = DenoiserFeatures(tiny_unet, "tiny@0", t=20)
+    x = torch.randn(2, 1, 8, 8, requires_grad=True)
+    assert emb(x).shape == (2, emb.dim) and "tiny@0" in emb.id
+    torch.autograd.grad(emb(x).sum(), x)
+    assert CallableEmbedder(lambda x: x.flatten(1), "flat", 64).id == "callable:flat"
+    assert embedder_from_spec("multiscale-pooled:2,4").dim == 20
+    with pytest.raises(NoveltynetsError):
+        embedder_from_spec("clip")
+
+
+def test_memory_tells_observed_from_fresh(data):
+    history, fresh, ref = data
+    mem = NoveltyMemory(cfg())
+    mem.set_reference(ref)
+    for chunk in history.split(16):
+        mem.observe(chunk)
+    with torch.no_grad():
+        assert auc(mem.logit(history), mem.logit(fresh)) > 0.9
+    assert mem.n_seen == 200
+
+
+def test_memory_is_deterministic_and_round_trips(data):
+    history, fresh, ref = data
+    a, b = NoveltyMemory(cfg()), NoveltyMemory(cfg())
+    for m in (a, b):
+        m.set_reference(ref)
+        m.observe(history[:32])
+    assert torch.equal(a.logit(fresh), b.logit(fresh))
+    c = NoveltyMemory.from_bytes(a.to_bytes())
+    assert torch.equal(a.logit(fresh), c.logit(fresh)) and c.n_seen == 32
+    a.observe(history[32:64])
+    c.observe(history[32:64])  # optimiser, replay and RNG state came along: training continues identically
+    assert torch.equal(a.logit(fresh), c.logit(fresh))
+
+
+def test_reservoir_replay_keeps_memory_size_constant(data):
+    history, _, ref = data
+    mem = NoveltyMemory(cfg(replay_size=50, steps_per_observe=1))
+    mem.set_reference(ref)
+    mem.observe(history[:60])
+    size = len(mem.to_bytes())
+    mem.observe(history[60:])
+    assert len(mem.replay) == 50 and mem.n_seen == 200 and len(mem.to_bytes()) == size
+    full = NoveltyMemory(cfg(replay="full", steps_per_observe=1))
+    full.set_reference(ref)
+    full.observe(history)
+    assert len(full.replay) == 200
+
+
+def test_memory_bad_input(data):
+    history, _, ref = data
+    mem = NoveltyMemory(cfg())
+    with pytest.raises(NoveltynetsError, match="no reference negatives"):
+        mem.observe(history[:4])
+    mem.set_reference(ref)
+    with pytest.raises(NoveltynetsError, match="embeddings must be"):
+        mem.observe(torch.randn(4, 3))
+    with pytest.raises(NoveltynetsError, match="non-finite"):
+        mem.observe(torch.full((2, 8), float("nan")))
+    with pytest.raises(NoveltynetsError, match="corrupt"):
+        NoveltyMemory.from_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00garbage")
+    with pytest.raises(NoveltynetsError):
+        MemoryConfig(dim=8, embedder_id="x", negatives="maybe")
+    jitter = NoveltyMemory(cfg(negatives="jitter"))
+    jitter.observe(history[:16])  # jitter negatives need no reference
+    assert jitter.n_seen == 16
+
+
+def test_reset_forgets_history_but_keeps_reference(data):
+    history, fresh, ref = data
+    mem = NoveltyMemory(cfg())
+    mem.set_reference(ref)
+    mem.observe(history[:32])
+    mem.reset()
+    assert mem.n_seen == 0 and len(mem.replay) == 0 and len(mem.negatives) == 200
+    with pytest.raises(NoveltynetsError, match="nothing to rehearse"):
+        mem.rehearse()
+
+
+def test_batch_repulsion_pushes_batch_members_apart():
+    e = torch.randn(6, 4, requires_grad=True)
+    g = torch.autograd.grad(-batch_log_seen(e).sum(), e)[0]
+    before = torch.pdist(e.detach()).mean()
+    assert torch.pdist(e.detach() + 0.01 * g).mean() > before
+
+
+def test_novelty_gradient_lowers_seen_probability(data):
+    emb = CallableEmbedder(lambda x: x.flatten(1)[:, :8], "first8", 8)
+    history, _, ref = data
+    mem = NoveltyMemory(cfg())
+    mem.set_reference(ref)
+    for _ in range(5):
+        mem.observe(history[:16])
+    term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize=False)
+    x0 = torch.zeros(16, 1, 4, 4)
+    x0.view(16, -1)[:, :8] = history[:16]
+    g = term.grad(x0, {})
+    with torch.no_grad():
+        assert (mem.logit(emb(x0 + 0.05 * g)) < mem.logit(emb(x0))).float().mean() > 0.9
+    normed = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb).grad(x0, {"alpha_bar": torch.tensor(0.25)})
+    assert torch.allclose(normed.flatten(1).pow(2).mean(1).sqrt(), torch.full((16,), 0.5), atol=1e-4)
+
+
+def test_novelty_term_config_and_parse():
+    term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=false")
+    assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "normalize": False, "batch_weight": 0.0}
+
+
+def test_novelty_guided_sampling_observes_every_batch(tiny_cfg, scheduler_factory):
+    emb = PooledPixels(4)
+    mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=32, steps_per_observe=2, fourier=16))
+    mem.set_reference(torch.randn(32, 16))
+    term = NoveltyGuidance(scale=0.5, memory=mem, embedder=emb)
+    alphas = build_scheduler().alphas_cumprod
+    plain = generate(tiny_cfg, scheduler_factory("ddim", 4), [0, 1, 2, 3, 4], [1] * 5, (1, 8, 8), 2).images
+    guided = generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 4), [0, 1, 2, 3, 4], [1] * 5, (1, 8, 8), 2, terms=[term]).images
+    assert mem.n_seen == 5 and len(mem.replay) == 5
+    assert not torch.allclose(plain, guided) and torch.isfinite(guided).all()
