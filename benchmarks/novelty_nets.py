@@ -75,7 +75,7 @@ def protocol(args) -> dict:
         ref = emb(pool.to(dev))
 
         def memory():
-            mem = new_memory(emb, model.model_id, steps_per_observe=args.memory_steps, hidden=args.hidden)
+            mem = new_memory(emb, model.model_id, dev, steps_per_observe=args.memory_steps, hidden=args.hidden)
             mem.set_reference(ref)
             return mem
 
@@ -130,7 +130,7 @@ def auc(args) -> dict:
             torch.save({"history": history.half().cpu(), "fresh": fresh.half().cpu(), "pool": ref.half().cpu()}, args.embeddings)
     out = []
     for h in args.histories:
-        mem = new_memory(emb, model.model_id, steps_per_observe=args.memory_steps, hidden=args.hidden, batch_size=args.memory_batch)
+        mem = new_memory(emb, model.model_id, dev, steps_per_observe=args.memory_steps, hidden=args.hidden, batch_size=args.memory_batch)
         mem.set_reference(ref)
         t1 = time.time()
         for chunk in history[:h].split(args.observe_chunk):

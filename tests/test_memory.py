@@ -131,19 +131,44 @@ def test_novelty_gradient_lowers_seen_probability(data):
     mem.set_reference(ref)
     for _ in range(5):
         mem.observe(history[:16])
-    term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize=False)
+    term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize="none")
     x0 = torch.zeros(16, 1, 4, 4)
     x0.view(16, -1)[:, :8] = history[:16]
     g = term.grad(x0, {})
     with torch.no_grad():
         assert (mem.logit(emb(x0 + 0.05 * g)) < mem.logit(emb(x0))).float().mean() > 0.9
-    normed = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb).grad(x0, {"alpha_bar": torch.tensor(0.25)})
-    assert torch.allclose(normed.flatten(1).pow(2).mean(1).sqrt(), torch.full((16,), 0.5), atol=1e-4)
+    info = {"alpha_bar": torch.tensor(0.25)}
+    per_sample = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="sample").grad(x0, info)
+    assert torch.allclose(per_sample.flatten(1).pow(2).mean(1).sqrt(), torch.full((16,), 0.5), atol=1e-4)
+    per_batch = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="batch").grad(x0, info)
+    rms = per_batch.flatten(1).pow(2).mean(1).sqrt()
+    assert abs(rms.max().item() - 0.5) < 1e-4 and rms.min() < rms.max()  # relative strengths are kept
+
+
+def test_unseen_objective_pushes_only_near_history(data):
+    """log P(unseen) has gradient −P(seen)·∇logit: strong near history, vanishing far from it."""
+    emb = CallableEmbedder(lambda x: x.flatten(1)[:, :8], "first8", 8)
+    history, fresh, ref = data
+    mem = NoveltyMemory(cfg())
+    mem.set_reference(ref)
+    for _ in range(5):
+        mem.observe(history[:16])
+    term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize="none")
+    x = torch.zeros(32, 1, 4, 4)
+    x.view(32, -1)[:16, :8], x.view(32, -1)[16:, :8] = history[:16], fresh[:16]
+    with torch.no_grad():
+        p = mem.seen_probability(emb(x))
+    norms = term.grad(x, {}).flatten(1).norm(dim=1)
+    assert p[:16].mean() > p[16:].mean()
+    assert torch.corrcoef(torch.stack([p, norms]))[0, 1] > 0
 
 
 def test_novelty_term_config_and_parse():
-    term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=false")
-    assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "normalize": False, "batch_weight": 0.0}
+    term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=sample")
+    assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "objective": "unseen",
+                              "normalize": "sample", "batch_weight": 0.0}
+    with pytest.raises(NoveltynetsError, match="objective"):
+        parse_guide("novelty:objective=maybe")
 
 
 def test_novelty_guided_sampling_observes_every_batch(tiny_cfg, scheduler_factory):

@@ -190,7 +190,7 @@ def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, 
     st = MemoryStore(store_path)
     cfg_used = cfg if klass is not None else 1.0
     if name is None:  # session scope: lives for this command only
-        mem = new_memory(emb, m.model_id, negatives=negatives)
+        mem = new_memory(emb, m.model_id, dev, negatives=negatives)
         if negatives == "pool":
             mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress))
         elif negatives == "real":

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import NoveltynetsError
 from .base import GuidanceTerm
 
 
@@ -36,26 +37,39 @@ def batch_log_seen(emb: torch.Tensor) -> torch.Tensor:
 class NoveltyGuidance(GuidanceTerm):
     name = "novelty"
     scale: float = 0.3
-    normalize: bool = True
+    objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
+    normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 1.0
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.objective not in ("unseen", "seen"):
+            raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
+        if self.normalize not in ("batch", "sample", "none"):
+            raise NoveltynetsError(f"novelty: normalize must be 'batch', 'sample' or 'none', got {self.normalize!r}")
+
     def log_prob(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
         """log p of being *novel*: −log P(seen | history) − batch_weight · log(in-batch similarity)."""
         emb = self.embedder(x0_hat)
-        logp = -F.logsigmoid(self.memory.logit(emb)) if self.memory is not None else torch.zeros(len(emb), device=emb.device)
+        if self.memory is None:
+            logp = torch.zeros(len(emb), device=emb.device)
+        else:
+            logit = self.memory.logit(emb).to(emb.device)
+            logp = F.logsigmoid(-logit) if self.objective == "unseen" else -F.logsigmoid(logit)
         if self.batch_weight and len(emb) > 1:
             logp = logp - self.batch_weight * batch_log_seen(emb)
         return logp
 
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
         g = super().grad(x0_hat, info)
-        if self.normalize:
-            rms = g.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+        if self.normalize != "none":
+            rms = g.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (g.dim() - 1))
+            rms = rms.max() if self.normalize == "batch" else rms
             a = info.get("alpha_bar")
-            g = g / rms * (a.sqrt() if a is not None else 1.0)
+            g = g / rms.clamp_min(1e-12) * (a.sqrt() if a is not None else 1.0)
         return g
 
     def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:

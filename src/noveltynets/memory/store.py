@@ -244,5 +244,5 @@ class MemoryStore:
             self.db.execute("INSERT OR REPLACE INTO pools VALUES (?,?,?)", (key, _array_bytes(embeddings), time.time()))
 
 
-def new_memory(embedder, model_id: str = "", **config) -> NoveltyMemory:
-    return NoveltyMemory(MemoryConfig(dim=embedder.dim, embedder_id=embedder.id, model_id=model_id, **config))
+def new_memory(embedder, model_id: str = "", device: str | torch.device = "cpu", **config) -> NoveltyMemory:
+    return NoveltyMemory(MemoryConfig(dim=embedder.dim, embedder_id=embedder.id, model_id=model_id, **config), device)

@@ -1,0 +1,117 @@
+"""The SQLite memory store: persistence, versions, faults and concurrent writers."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from noveltynets.errors import NoveltynetsError
+from noveltynets.memory import MemoryConfig, NoveltyMemory
+from noveltynets.memory.store import MemoryStore
+
+
+def make_memory(emb_id="emb-a", model_id="model@1", dim=8):
+    mem = NoveltyMemory(MemoryConfig(dim=dim, embedder_id=emb_id, model_id=model_id, hidden=16, steps_per_observe=2, fourier=8))
+    mem.set_reference(torch.randn(32, dim, generator=torch.Generator().manual_seed(1)))
+    return mem
+
+
+@pytest.fixture
+def store(tmp_path):
+    return MemoryStore(tmp_path / "s.sqlite")
+
+
+def test_create_observe_load_round_trip(store):
+    store.create("a", make_memory(), scope="session")
+    mem, v = store.load("a", embedder_id="emb-a", model_id="model@1")
+    emb = torch.randn(5, 8)
+    mem, v2 = store.observe("a", mem, v, emb, [{"seed": i, "class": 3} for i in range(5)])
+    assert v2 == v + 1
+    again, v3 = store.load("a")
+    assert v3 == v2 and again.n_seen == 5 and torch.equal(again.logit(emb), mem.logit(emb))
+    assert store.count_samples("a") == 5 and store.sample_embeddings("a").shape == (5, 8)
+    info = store.info("a")
+    assert info.scope == "session" and info.n_seen == 5 and info.embedder_id == "emb-a"
+
+
+def test_mismatched_embedder_or_model_is_refused(store):
+    store.create("a", make_memory())
+    with pytest.raises(NoveltynetsError, match="embedder 'emb-a', not 'emb-b'"):
+        store.load("a", embedder_id="emb-b")
+    with pytest.raises(NoveltynetsError, match="model"):
+        store.load("a", model_id="other@2")
+    with pytest.raises(NoveltynetsError, match="already exists"):
+        store.create("a", make_memory())
+    with pytest.raises(NoveltynetsError, match="no memory named"):
+        store.load("zzz")
+
+
+def test_reset_delete_export_import(store, tmp_path):
+    store.create("a", make_memory())
+    mem, v = store.load("a")
+    store.observe("a", mem, v, torch.randn(4, 8))
+    store.export("a", tmp_path / "a.nnmem")
+    store.reset("a")
+    assert store.info("a").n_seen == 0 and store.count_samples("a") == 0 and len(store.load("a")[0].negatives) == 32
+    assert store.import_(tmp_path / "a.nnmem", name="b") == "b"
+    assert store.info("b").n_seen == 4 and store.count_samples("b") == 4
+    with pytest.raises(NoveltynetsError, match="already exists"):
+        store.import_(tmp_path / "a.nnmem", name="b")
+    store.delete("a")
+    assert store.names() == ["b"]
+
+
+def test_corrupt_store_and_corrupt_memory(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(NoveltynetsError, match="unreadable"):
+        MemoryStore(bad)
+    store = MemoryStore(tmp_path / "s.sqlite")
+    store.create("good", make_memory())
+    store.create("broken", make_memory())
+    store.db.execute("UPDATE memories SET state = ? WHERE name = 'broken'", (b"\x00" * 40,))
+    with pytest.raises(NoveltynetsError, match="broken.*corrupt"):
+        store.load("broken")
+    assert store.load("good")[0].n_seen == 0  # the other memories stay usable
+
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from noveltynets.memory.store import MemoryStore
+    store = MemoryStore(sys.argv[1])
+    mem, v = store.load("m")
+    for i in range(int(sys.argv[2])):
+        mem, v = store.observe("m", mem, v, torch.randn(4, 8), [{"seed": int(sys.argv[3]) * 1000 + i}] * 4)
+        print(i, flush=True)
+""")
+
+
+def test_two_processes_writing_one_memory_lose_no_update(tmp_path):
+    path = tmp_path / "s.sqlite"
+    MemoryStore(path).create("m", make_memory())
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), "6", str(k)], stdout=subprocess.PIPE) for k in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    store = MemoryStore(path)
+    assert store.info("m").n_seen == 48 == store.load("m")[0].n_seen == store.count_samples("m")
+
+
+def test_killed_writer_leaves_the_last_committed_state(tmp_path):
+    path = tmp_path / "s.sqlite"
+    MemoryStore(path).create("m", make_memory())
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "100000", "0"], stdout=subprocess.PIPE)
+    for _ in range(5):  # let it commit a few times, then kill it mid-work
+        p.stdout.readline()
+    time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store = MemoryStore(path)
+    mem, _ = store.load("m")
+    assert mem.n_seen == store.info("m").n_seen == store.count_samples("m") >= 20
+    assert mem.n_seen % 4 == 0  # whole batches only
