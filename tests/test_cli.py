@@ -132,3 +132,57 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().startswith("error: unknown class 11") and "Traceback" not in p.stderr
     p = subprocess.run([sys.executable, "-m", "noveltynets.cli", "sample", "--n", "abc"], capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def _novelty(out, store, *extra):
+    return invoke("sample", "--class", 4, "--n", 4, "--batch-size", 2, "--guide", "novelty", "--memory", "fours",
+                  "--store", store, "--pool-size", 6, "--out", out, *FAST, *extra)
+
+
+def test_novelty_memory_persists_across_runs(tmp_path):
+    store = tmp_path / "mem.sqlite"
+    r = _novelty(tmp_path / "a", store)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["memory"]["name"] == "fours" and m["memory"]["n_seen"] == 4
+    assert m["settings"]["guidance"][0]["name"] == "novelty"
+    assert _novelty(tmp_path / "b", store).exit_code == 0
+    m2 = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m2["memory"]["n_seen"] == 8 and m2["memory"]["version_before"] == m["memory"]["version_after"]
+    a, b = np.load(tmp_path / "a" / "samples.npz")["images"], np.load(tmp_path / "b" / "samples.npz")["images"]
+    assert not np.array_equal(a, b)  # same seeds, but the memory now remembers the first run
+    listing = invoke("memory", "list", "--store", store)
+    assert listing.exit_code == 0 and "fours" in listing.output and "8 seen" in listing.output
+    show = invoke("memory", "show", "fours", "--store", store)
+    assert json.loads(show.output)["samples_recorded"] == 8
+    assert invoke("memory", "export", "fours", tmp_path / "fours.db", "--store", store).exit_code == 0
+    assert invoke("memory", "reset", "fours", "--store", store).exit_code == 0
+    assert "0 seen" in invoke("memory", "list", "--store", store).output
+    assert invoke("memory", "import", tmp_path / "fours.db", "--name", "copy", "--store", store).exit_code == 0
+    assert "8 seen" in invoke("memory", "list", "--store", store).output
+    assert invoke("memory", "delete", "fours", "--store", store).exit_code == 0
+    r = invoke("memory", "show", "fours", "--store", store)
+    assert r.exit_code == 2 and "no memory named 'fours'" in r.stderr
+
+
+def test_memory_errors_are_clear(tmp_path):
+    store = tmp_path / "mem.sqlite"
+    assert _novelty(tmp_path / "a", store).exit_code == 0
+    r = _novelty(tmp_path / "b", store, "--embedder", "pooled-pixels:4")
+    assert r.exit_code == 2 and "was made with embedder 'pooled-pixels:8'" in r.stderr and not (tmp_path / "b").exists()
+    r = invoke("sample", "--n", 2, "--memory", "x", "--store", store, "--out", tmp_path / "c", *FAST)
+    assert r.exit_code == 2 and "--memory needs --guide novelty" in r.stderr
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"garbage" * 500)
+    r = _novelty(tmp_path / "d", bad)
+    assert r.exit_code == 2 and "unreadable" in r.stderr
+    r = invoke("memory", "list", "--store", bad)
+    assert r.exit_code == 2
+
+
+def test_session_memory_without_a_name(tmp_path):
+    r = invoke("sample", "--class", 1, "--n", 4, "--batch-size", 2, "--guide", "novelty:scale=0.2", "--negatives", "real",
+               "--store", tmp_path / "cache.sqlite", "--out", tmp_path / "o", *FAST)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["memory"]["scope"] == "session" and m["memory"]["n_seen"] == 4
