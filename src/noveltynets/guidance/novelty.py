@@ -1,15 +1,18 @@
-"""Novelty anti-guidance: g = −∇_{x̂0} log P(seen | embed(x̂0)), plus in-batch repulsion.
+"""Novelty anti-guidance: push x̂0 away from what a memory has seen, plus in-batch repulsion.
 
-The memory says how likely an embedding is to have been generated before in this scope;
-the term pushes each in-progress sample down that probability. So that members of one
+The memory says how likely an embedding is to have been generated before in this scope.
+``objective="unseen"`` (default) follows ∇ log P(unseen) = −P(seen)·∇logit, which is
+strong near history and vanishes far from it; ``objective="seen"`` follows −∇ log P(seen)
+= −(1 − P(seen))·∇logit, strongest far from history (measured: then an unrelated memory
+works as well as the real one, see docs/benchmarks/novelty). So that members of one
 batch do not converge on each other either, the batch's own x̂0 embeddings count as
 history for the other members: a kernel estimate log Σ_{j≠i} k(e_i, e_j) (RBF, median
 bandwidth) is added to log P(seen) with weight ``batch_weight``.
 
-With ``normalize`` (default), each sample's x̂0-gradient is rescaled to RMS sqrt(ᾱ_t), so
-that in the cheap gradient mode the eps correction has RMS ``scale · sqrt(1 − ᾱ_t)``:
-``scale`` is then the size of the push relative to the noise, whatever the memory's logit
-scale. After each batch the memory observes the finished samples (``on_samples_end``).
+``normalize="batch"`` (default) rescales the batch's gradients so the largest per-sample
+RMS is sqrt(ᾱ_t) (relative strengths kept); ``"sample"`` makes every sample's RMS sqrt(ᾱ_t).
+In the cheap gradient mode the eps correction then has RMS up to ``scale · sqrt(1 − ᾱ_t)``:
+``scale`` is the size of the push relative to the noise, whatever the memory's logit scale. After each batch the memory observes the finished samples (``on_samples_end``).
 """
 
 from __future__ import annotations
