@@ -186,3 +186,14 @@ def test_session_memory_without_a_name(tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["memory"]["scope"] == "session" and m["memory"]["n_seen"] == 4
+
+
+def test_memory_pretrain_from_dataset(tmp_path):
+    store = tmp_path / "p.sqlite"
+    r = invoke("memory", "pretrain", "prior", "--from-dataset", "--class", 3, "--epochs", 1, "--steps", 2, "--pool-size", 4,
+               "--store", store, "--no-progress")
+    assert r.exit_code == 0, r.output
+    info = json.loads(invoke("memory", "show", "prior", "--store", store).output)
+    assert info["scope"] == "service" and info["n_seen"] == 450 and info["samples_recorded"] == 450
+    r = invoke("memory", "pretrain", "other", "--store", store)
+    assert r.exit_code == 2 and "--from-dataset" in r.stderr
