@@ -75,7 +75,7 @@ def protocol(args) -> dict:
         ref = emb(pool.to(dev))
 
         def memory():
-            mem = new_memory(emb, model.model_id, dev, steps_per_observe=args.memory_steps, hidden=args.hidden)
+            mem = new_memory(emb, model.model_id, dev, **args.memory_config)
             mem.set_reference(ref)
             return mem
 
@@ -130,7 +130,7 @@ def auc(args) -> dict:
             torch.save({"history": history.half().cpu(), "fresh": fresh.half().cpu(), "pool": ref.half().cpu()}, args.embeddings)
     out = []
     for h in args.histories:
-        mem = new_memory(emb, model.model_id, dev, steps_per_observe=args.memory_steps, hidden=args.hidden, batch_size=args.memory_batch)
+        mem = new_memory(emb, model.model_id, dev, **args.memory_config)
         mem.set_reference(ref)
         t1 = time.time()
         for chunk in history[:h].split(args.observe_chunk):
@@ -157,12 +157,11 @@ def main():
     p.add_argument("--pool", type=int, default=256)
     p.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.2])
     p.add_argument("--batch-weights", type=float, nargs="+", default=[1.0])
-    p.add_argument("--memory-steps", type=int, default=40)
-    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--memory-config", type=json.loads, default={},
+                   help='MemoryConfig fields as JSON, e.g. \'{"fourier": 0, "negative_jitter": 0}\' for the plain-MLP ablation')
     p.add_argument("--histories", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--observe-chunk", type=int, default=16)
-    p.add_argument("--memory-batch", type=int, default=256)
     p.add_argument("--sample-batch", type=int, default=1000)
     p.add_argument("--embeddings", type=Path, help="Cache of the auc run's sample embeddings (loaded if present, else written).")
     args = p.parse_args()

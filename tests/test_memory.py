@@ -10,8 +10,6 @@ from noveltynets.memory import CallableEmbedder, DenoiserFeatures, MemoryConfig,
 from noveltynets.models import build_scheduler
 from noveltynets.sampling import GuidedModel, generate
 
-from .conftest import TINY  # noqa: F401
-
 
 def auc(pos, neg):
     return (pos[:, None] > neg[None, :]).float().mean().item()
@@ -26,6 +24,20 @@ def cfg(**kw):
 def data():
     g = torch.Generator().manual_seed(0)
     return torch.randn(3, 200, 8, generator=g)  # history, fresh, reference: one distribution
+
+
+FIRST8 = CallableEmbedder(lambda x: x.flatten(1)[:, :8], "first8", 8)
+
+
+@pytest.fixture
+def trained(data):
+    """A memory that has observed the first 16 history points five times."""
+    history, _, ref = data
+    mem = NoveltyMemory(cfg())
+    mem.set_reference(ref)
+    for _ in range(5):
+        mem.observe(history[:16])
+    return mem
 
 
 @pytest.mark.parametrize("embedder, dim", [(PooledPixels(8), 64), (PooledPixels(4), 16), (MultiScalePooled((2, 4)), 20)])
@@ -124,13 +136,8 @@ def test_batch_repulsion_pushes_batch_members_apart():
     assert torch.pdist(e.detach() + 0.01 * g).mean() > before
 
 
-def test_novelty_gradient_lowers_seen_probability(data):
-    emb = CallableEmbedder(lambda x: x.flatten(1)[:, :8], "first8", 8)
-    history, _, ref = data
-    mem = NoveltyMemory(cfg())
-    mem.set_reference(ref)
-    for _ in range(5):
-        mem.observe(history[:16])
+def test_novelty_gradient_lowers_seen_probability(data, trained):
+    emb, mem, history = FIRST8, trained, data[0]
     term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize="none")
     x0 = torch.zeros(16, 1, 4, 4)
     x0.view(16, -1)[:, :8] = history[:16]
@@ -145,14 +152,9 @@ def test_novelty_gradient_lowers_seen_probability(data):
     assert abs(rms.max().item() - 0.5) < 1e-4 and rms.min() < rms.max()  # relative strengths are kept
 
 
-def test_unseen_objective_pushes_only_near_history(data):
+def test_unseen_objective_pushes_only_near_history(data, trained):
     """log P(unseen) has gradient −P(seen)·∇logit: strong near history, vanishing far from it."""
-    emb = CallableEmbedder(lambda x: x.flatten(1)[:, :8], "first8", 8)
-    history, fresh, ref = data
-    mem = NoveltyMemory(cfg())
-    mem.set_reference(ref)
-    for _ in range(5):
-        mem.observe(history[:16])
+    emb, mem, (history, fresh, _) = FIRST8, trained, data
     term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize="none")
     x = torch.zeros(32, 1, 4, 4)
     x.view(32, -1)[:16, :8], x.view(32, -1)[16:, :8] = history[:16], fresh[:16]

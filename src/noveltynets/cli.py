@@ -50,6 +50,11 @@ def _device(name: str) -> str:
     return name
 
 
+def _check_class(model, klass: int | None) -> None:
+    if klass is not None and not 0 <= klass < model.num_classes:
+        raise NoveltynetsError(f"unknown class {klass}: this model has classes 0-{model.num_classes - 1}")
+
+
 def _prepare_out(out: Path, overwrite: bool) -> Path:
     """Check that ``out`` can be written; return a fresh temporary folder beside it."""
     if out.exists() and not out.is_dir():
@@ -107,7 +112,7 @@ def sample(
     from .data import make_grid, save_png, to_uint8
     from .guidance import parse_guide
     from . import sampling
-    from .models import NULL_CLASS, load_model
+    from .models import load_model
     from .sampling import make_scheduler, parse_seeds
 
     t_start = time.perf_counter()
@@ -132,8 +137,7 @@ def sample(
     t_load = time.perf_counter()
     m = load_model(model, device=dev)
     load_s = time.perf_counter() - t_load
-    if klass is not None and not 0 <= klass < m.num_classes:
-        raise NoveltynetsError(f"unknown class {klass}: this model has classes 0-{m.num_classes - 1}")
+    _check_class(m, klass)
     make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
     memory_info = _setup_memory(terms, memory, store, embedder, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress)
     tmp = _prepare_out(out, overwrite)
@@ -141,13 +145,12 @@ def sample(
     try:
         # 2. sample
         run = sampling.sample(m, seed_list, klass, cfg, steps, scheduler, eta, terms, grad_mode, batch_size, dev, progress)
-        classes = [klass if klass is not None else NULL_CLASS] * n
         # 3. write everything into the temporary folder, then move it into place
         images = to_uint8(run.images)
         for i, img in enumerate(images):
             save_png(img, tmp / f"{i:06d}.png")
         save_png(make_grid(images), tmp / "grid.png")
-        np.savez_compressed(tmp / "samples.npz", images=images, classes=np.array(classes), seeds=np.array(seed_list, dtype=np.int64))
+        np.savez_compressed(tmp / "samples.npz", images=images, classes=np.array(run.classes), seeds=np.array(seed_list, dtype=np.int64))
         import diffusers
 
         from . import __version__
@@ -370,8 +373,7 @@ def memory_pretrain(
         raise NoveltynetsError("nothing to pretrain from: pass --from-dataset")
     dev = _device(device)
     m = load_model(model, dev)
-    if klass is not None and not 0 <= klass < m.num_classes:
-        raise NoveltynetsError(f"unknown class {klass}")
+    _check_class(m, klass)
     emb = embedder_from_spec(embedder, m)
     st = _store(store)
     mem, version = open_memory(st, name, m, emb, klass, 2.0 if klass is not None else 1.0, steps, "ddim", "pool", pool_size,

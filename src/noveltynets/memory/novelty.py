@@ -106,15 +106,15 @@ class NoveltyMemory:
         self.mean, self.std = negatives.mean(0), negatives.std(0).clamp_min(1e-3)
 
     def _add_to_replay(self, emb: torch.Tensor) -> None:
-        cap = self.config.replay_size if self.config.replay == "reservoir" else None
-        for e in emb:  # reservoir sampling (Vitter's algorithm R): every positive kept with equal probability
+        cap = self.config.replay_size if self.config.replay == "reservoir" else len(self.replay) + len(emb)
+        free = max(0, cap - len(self.replay))
+        self.replay = torch.cat([self.replay, emb[:free]])
+        self.n_seen += len(emb[:free])
+        for e in emb[free:]:  # reservoir sampling (Vitter's algorithm R): every positive kept with equal probability
             self.n_seen += 1
-            if cap is None or len(self.replay) < cap:
-                self.replay = torch.cat([self.replay, e[None]])
-            else:
-                j = int(torch.randint(self.n_seen, (1,), generator=self.gen))
-                if j < cap:
-                    self.replay[j] = e
+            j = int(torch.randint(self.n_seen, (1,), generator=self.gen))
+            if j < cap:
+                self.replay[j] = e
 
     def _draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
         return pool[torch.randint(len(pool), (n,), generator=self.gen).to(self.device)]

@@ -200,10 +200,10 @@ class MemoryStore:
         path = Path(path)
         if path.exists():
             raise NoveltynetsError(f"{path} already exists")
+        self.info(name)
         tmp = path.with_name(path.name + ".partial")
         tmp.unlink(missing_ok=True)
         out = MemoryStore(tmp)
-        self.info(name)
         out.db.execute("BEGIN")
         row = self.db.execute("SELECT * FROM memories WHERE name = ?", (name,)).fetchone()
         out.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)", row)
