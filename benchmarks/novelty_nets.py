@@ -67,6 +67,7 @@ def protocol(args) -> dict:
     dev, model = args.device, load_model(device=args.device)
     emb = PooledPixels()
     kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
+    gkw = dict(kw, grad_mode=args.grad_mode)  # guided runs
     rows = []
     for klass in args.classes:
         judge = Judge(klass, dev)
@@ -92,22 +93,24 @@ def protocol(args) -> dict:
         plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))
         for scale in args.scales:
             for bw in args.batch_weights:
-                term = NoveltyGuidance(scale=scale, batch_weight=bw, memory=memory(), embedder=emb)
-                run = record("novelty", f"s={scale},bw={bw}", sample(model, seeds, klass, guidance=[term], **kw))
-                if scale == args.scales[0] and bw == args.batch_weights[0]:
+                tc = dict(scale=scale, batch_weight=bw, **args.term_config)
+                setting = ",".join(f"{k}={v}" for k, v in tc.items())
+                term = NoveltyGuidance(**tc, memory=memory(), embedder=emb)
+                run = record("novelty", setting, sample(model, seeds, klass, guidance=[term], **gkw))
+                if args.ablations and scale == args.scales[0] and bw == args.batch_weights[0]:
                     # continuation: the same memory, the next seeds, judged against the first run too
-                    record("novelty-continued", f"s={scale},bw={bw}",
-                           sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **kw), history=run.images)
+                    record("novelty-continued", setting,
+                           sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **gkw), history=run.images)
                     # ablation: a memory trained on an unrelated set of the same size, frozen
                     other = sample(model, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), klass, **{**kw, "batch_size": 256}).images
                     mem = memory()
                     for chunk in emb(other.to(dev)).split(args.batch):
                         mem.observe(chunk)
-                    frozen = NoveltyGuidance(scale=scale, batch_weight=bw, memory=mem, embedder=emb)
+                    frozen = NoveltyGuidance(**tc, memory=mem, embedder=emb)
                     frozen.on_samples_end = lambda x0, info: None
-                    record("unrelated-memory", f"s={scale},bw={bw}", sample(model, seeds, klass, guidance=[frozen], **kw))
-                    record("batch-only", f"s={scale},bw={bw}",
-                           sample(model, seeds, klass, guidance=[NoveltyGuidance(scale=scale, batch_weight=max(bw, 1.0), embedder=emb)], **kw))
+                    record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[frozen], **gkw))
+                    record("batch-only", setting, sample(model, seeds, klass, guidance=[
+                        NoveltyGuidance(**{**tc, "batch_weight": max(bw, 1.0)}, embedder=emb)], **gkw))
         del plain
     return {"rows": rows}
 
@@ -144,9 +147,40 @@ def auc(args) -> dict:
     return {"auc": out}
 
 
+def overhead(args) -> dict:
+    """Wall time of novelty-guided vs plain sampling (batch ``--batch``, ``--n`` samples), interleaved, median."""
+    dev, model, emb, klass = args.device, load_model(device=args.device), PooledPixels(), args.classes[0]
+    kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
+    ref = emb(sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images.to(dev))
+    times: dict[str, list[float]] = {"plain": [], "novelty": []}
+    observe: list[float] = []
+    for _ in range(args.repeats):
+        for method in times:
+            terms = []
+            if method == "novelty":
+                mem = new_memory(emb, model.model_id, dev, **args.memory_config)
+                mem.set_reference(ref)
+                terms = [NoveltyGuidance(**args.term_config, memory=mem, embedder=emb)]
+                def timed(e, mem=mem):
+                    t = time.perf_counter()
+                    mem.observe(e)
+                    observe.append(time.perf_counter() - t)
+                terms[0].observer = lambda e, info: timed(e)
+            t0 = time.perf_counter()
+            sample(model, range(args.n), klass, guidance=terms, **kw)
+            times[method].append(time.perf_counter() - t0)
+            print(method, round(times[method][-1], 2), flush=True)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    row = {"n": args.n, "batch": args.batch, "steps": args.steps, "repeats": args.repeats, "seconds": times,
+           "median_seconds": med, "ratio": med["novelty"] / med["plain"],
+           "observe_seconds_median": float(np.median(observe)), "torch_threads": torch.get_num_threads()}
+    print(json.dumps(row), flush=True)
+    return {"overhead": row}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["protocol", "auc"])
+    p.add_argument("what", choices=["protocol", "auc", "overhead"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--quick", action="store_true")
@@ -159,6 +193,12 @@ def main():
     p.add_argument("--batch-weights", type=float, nargs="+", default=[1.0])
     p.add_argument("--memory-config", type=json.loads, default={},
                    help='MemoryConfig fields as JSON, e.g. \'{"fourier": 0, "negative_jitter": 0}\' for the plain-MLP ablation')
+    p.add_argument("--term-config", type=json.loads, default={},
+                   help='further NoveltyGuidance settings as JSON, e.g. \'{"stop": 0.5, "normalize": "sample"}\'')
+    p.add_argument("--grad-mode", choices=["x0", "exact"], default="x0")
+    p.add_argument("--no-ablations", dest="ablations", action="store_false",
+                   help="protocol: only plain and the novelty grid (no continuation, unrelated-memory, batch-only)")
+    p.add_argument("--repeats", type=int, default=5, help="overhead: interleaved repetitions")
     p.add_argument("--histories", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--observe-chunk", type=int, default=16)
@@ -170,7 +210,7 @@ def main():
         args.histories, args.n_test, args.sample_batch = [64], 32, 64
     t0 = time.time()
     result = {"args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)}}
-    result.update(protocol(args) if args.what == "protocol" else auc(args))
+    result.update({"protocol": protocol, "auc": auc, "overhead": overhead}[args.what](args))
     result["wall_seconds"] = time.time() - t0
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

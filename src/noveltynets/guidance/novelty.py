@@ -39,7 +39,8 @@ def batch_log_seen(emb: torch.Tensor) -> torch.Tensor:
 @dataclass
 class NoveltyGuidance(GuidanceTerm):
     name = "novelty"
-    scale: float = 0.3
+    scale: float = 1.0
+    stop: float = 0.5  # the layout is set in the first half; later pushes only cost quality (measured)
     objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
     normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 1.0
