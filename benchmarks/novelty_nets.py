@@ -178,9 +178,55 @@ def overhead(args) -> dict:
     return {"overhead": row}
 
 
+def memorization(args) -> dict:
+    """Service-wide prior: does guidance with a memory pretrained on the training images echo them less?
+
+    Per class: plain CFG 2; a memory pretrained on that class's training images (as
+    ``noveltynets memory pretrain --from-dataset --class C``), frozen; the same, still observing
+    new samples; and the control, a memory pretrained on as many of the model's own samples.
+    """
+    from noveltynets.data import load_split
+    from noveltynets.memory.setup import pretrain
+
+    dev, model, emb = args.device, load_model(device=args.device), PooledPixels()
+    kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
+    train = load_split("train")
+    train_px = train.images.flatten(1).numpy()
+    rows = []
+    for klass in args.classes:
+        judge, seeds = Judge(klass, dev), list(range(args.n))
+        train_feats = judge.ev.features(train.images).numpy()
+        ref = emb(sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images.to(dev))
+        own = train.of_class(klass)
+        other = sample(model, range(UNRELATED_SEEDS, UNRELATED_SEEDS + len(own)), klass, **{**kw, "batch_size": 256}).images
+
+        def taught(images):
+            mem = new_memory(emb, model.model_id, dev, **args.memory_config)
+            mem.set_reference(ref)
+            return pretrain(mem, emb(images.to(dev)), args.epochs)
+
+        def term(mem, frozen):
+            t = NoveltyGuidance(**{"batch_weight": 0.0, **args.term_config}, memory=mem, embedder=emb)
+            if frozen:
+                t.on_samples_end = lambda x0, info: None
+            return [t]
+
+        runs = {"plain": [], "train-prior frozen": term(taught(own), True), "train-prior observing": term(taught(own), False),
+                "own-samples prior frozen": term(taught(other), True)}
+        for method, terms in runs.items():
+            run = sample(model, seeds, klass, guidance=terms, **kw, **({"grad_mode": args.grad_mode} if terms else {}))
+            row = {"class": klass, "method": method, "seconds": run.seconds, **judge(run.images),
+                   "memorization": metrics.memorization_rate(run.images.flatten(1).numpy(), train_px),
+                   "nearest_train_l2": metrics.nearest_train_distance(run.images.flatten(1).numpy(), train_px),
+                   "nearest_train_cosine": metrics.nearest_train_similarity(judge.ev.features(run.images).numpy(), train_feats)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"rows": rows}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["protocol", "auc", "overhead"])
+    p.add_argument("what", choices=["protocol", "auc", "overhead", "memorization"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--quick", action="store_true")
@@ -198,6 +244,7 @@ def main():
     p.add_argument("--grad-mode", choices=["x0", "exact"], default="x0")
     p.add_argument("--no-ablations", dest="ablations", action="store_false",
                    help="protocol: only plain and the novelty grid (no continuation, unrelated-memory, batch-only)")
+    p.add_argument("--epochs", type=int, default=20, help="memorization: rehearsal passes over the training images")
     p.add_argument("--repeats", type=int, default=5, help="overhead: interleaved repetitions")
     p.add_argument("--histories", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--n-test", type=int, default=1000)
@@ -210,7 +257,7 @@ def main():
         args.histories, args.n_test, args.sample_batch = [64], 32, 64
     t0 = time.time()
     result = {"args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)}}
-    result.update({"protocol": protocol, "auc": auc, "overhead": overhead}[args.what](args))
+    result.update({"protocol": protocol, "auc": auc, "overhead": overhead, "memorization": memorization}[args.what](args))
     result["wall_seconds"] = time.time() - t0
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

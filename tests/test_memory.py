@@ -167,7 +167,7 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
 
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=sample")
-    assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "objective": "unseen",
+    assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.5, "objective": "unseen",
                               "normalize": "sample", "batch_weight": 0.0}
     with pytest.raises(NoveltynetsError, match="objective"):
         parse_guide("novelty:objective=maybe")
@@ -183,3 +183,24 @@ def test_novelty_guided_sampling_observes_every_batch(tiny_cfg, scheduler_factor
     guided = generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 4), [0, 1, 2, 3, 4], [1] * 5, (1, 8, 8), 2, terms=[term]).images
     assert mem.n_seen == 5 and len(mem.replay) == 5
     assert not torch.allclose(plain, guided) and torch.isfinite(guided).all()
+
+
+def test_pretrain_teaches_a_fixed_set_and_reports_progress(data):
+    from noveltynets.memory.setup import pretrain
+
+    history, fresh, ref = data
+    history = history[:64]
+    mem = NoveltyMemory(cfg(steps_per_observe=5))
+    mem.set_reference(ref)
+    calls, seen_idx = [], []
+
+    def observe(m, e, idx):
+        seen_idx.append(idx)
+        m.observe(e)
+        return m
+
+    mem = pretrain(mem, history, epochs=30, observe=observe, advance=lambda **kw: calls.append(kw), chunk=16)
+    assert sorted(torch.cat(seen_idx).tolist()) == list(range(len(history)))  # each point observed exactly once
+    assert len(calls) == 4 + 30 and all("loss" in c for c in calls[4:])
+    assert mem.n_seen == len(history)
+    assert auc(mem.logit(history).detach(), mem.logit(fresh).detach()) > 0.9

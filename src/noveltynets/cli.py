@@ -365,7 +365,7 @@ def memory_pretrain(
 
     from .data import load_split
     from .memory import embedder_from_spec
-    from .memory.setup import open_memory
+    from .memory.setup import open_memory, pretrain
     from .models import load_model
     from .progress import progress_bar
 
@@ -382,13 +382,15 @@ def memory_pretrain(
     images = train.of_class(klass) if klass is not None else train.images
     with torch.no_grad():
         e = emb(images.to(dev))
-    chunks = torch.randperm(len(e), generator=torch.Generator().manual_seed(0)).split(256)
-    with progress_bar(len(chunks) + epochs, "pretrain", enabled=progress) as advance:
-        for idx in chunks:  # each training image is observed (and recorded) once ...
-            mem, version = st.observe(name, mem, version, e[idx], [{"settings": {"source": "train", "index": int(i)}} for i in idx])
-            advance()
-        for _ in range(epochs):  # ... then rehearsed until the memory knows them
-            advance(loss=mem.rehearse(steps=len(chunks)))
+
+    def record(memory, emb_chunk, idx):  # each training image is observed (and recorded) once
+        nonlocal version
+        memory, version = st.observe(name, memory, version, emb_chunk, [{"settings": {"source": "train", "index": int(i)}} for i in idx])
+        return memory
+
+    n_chunks = -(-len(e) // 256)
+    with progress_bar(n_chunks + epochs, "pretrain", enabled=progress) as advance:
+        mem = pretrain(mem, e, epochs, observe=record, advance=advance)
     st.save(name, mem)
     typer.echo(f"memory {name!r} has seen {mem.n_seen} training images")
 

@@ -67,3 +67,30 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     precision = (d <= rr[None, :]).any(dim=1).double().mean().item()
     recall = (d.T <= fr[None, :]).any(dim=1).double().mean().item()
     return precision, recall
+
+
+def _two_nearest(samples: np.ndarray, train: np.ndarray, block: int = 1024) -> torch.Tensor:
+    """(N, 2): distances from each sample to its nearest and second-nearest training point."""
+    s, t = _check(samples, train)
+    if len(t) < 2:
+        raise NoveltynetsError(f"need at least 2 training points, got {len(t)}")
+    return torch.cat([torch.cdist(b, t).topk(2, dim=1, largest=False).values for b in s.split(block)])
+
+
+def memorization_rate(samples: np.ndarray, train: np.ndarray, ratio: float = 1 / 3) -> float:
+    """Share of samples whose nearest training point is < ``ratio`` × as far as the second nearest
+    (pixel L2 on flattened images in BENCHMARK.md; Yoon et al. 2023's criterion)."""
+    d = _two_nearest(samples, train)
+    return float((d[:, 0] < ratio * d[:, 1]).double().mean())
+
+
+def nearest_train_distance(samples: np.ndarray, train: np.ndarray) -> float:
+    """Mean distance from each sample to its nearest training point."""
+    return float(_two_nearest(samples, train)[:, 0].mean())
+
+
+def nearest_train_similarity(samples: np.ndarray, train: np.ndarray) -> float:
+    """Mean cosine similarity between each sample and its nearest training point (by cosine)."""
+    s, t = _check(samples, train)
+    s, t = torch.nn.functional.normalize(s, dim=1), torch.nn.functional.normalize(t, dim=1)
+    return float(torch.cat([(b @ t.T).max(dim=1).values for b in s.split(1024)]).mean())

@@ -52,6 +52,29 @@ def open_memory(store: MemoryStore, name: str, model, embedder: Embedder, klass,
     return store.load(name, device)
 
 
+def pretrain(memory: NoveltyMemory, embeddings: torch.Tensor, epochs: int, observe=None, advance=None,
+             chunk: int = 256, seed: int = 0) -> NoveltyMemory:
+    """Teach ``memory`` a fixed set (e.g. the training images): every embedding is observed once,
+    in shuffled chunks, then the replay is rehearsed ``epochs`` times (one pass = one step per chunk).
+
+    ``observe(memory, embeddings, indices) -> memory`` replaces ``memory.observe`` (the store
+    passes one that records and persists); ``advance(**fields)`` is called after every chunk and epoch.
+    """
+    chunks = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(seed)).split(chunk)
+    for idx in chunks:
+        if observe is None:
+            memory.observe(embeddings[idx.to(embeddings.device)])
+        else:
+            memory = observe(memory, embeddings[idx.to(embeddings.device)], idx)
+        if advance:
+            advance()
+    for _ in range(epochs):
+        loss = memory.rehearse(steps=len(chunks))
+        if advance:
+            advance(loss=loss)
+    return memory
+
+
 class StoreObserver:
     """``NoveltyGuidance.observer``: after each batch, train and persist the memory in one transaction."""
 
