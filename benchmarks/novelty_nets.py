@@ -91,6 +91,8 @@ def protocol(args) -> dict:
             return run
 
         plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))
+        if args.ablations:  # the baseline for the continuation: plain sampling's next seeds against its first run
+            record("plain-continued", "cfg2", sample(model, range(args.n, 2 * args.n), klass, **kw), history=plain.images)
         for scale in args.scales:
             for bw in args.batch_weights:
                 tc = dict(scale=scale, batch_weight=bw, **args.term_config)
@@ -111,7 +113,6 @@ def protocol(args) -> dict:
                     record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[frozen], **gkw))
                     record("batch-only", setting, sample(model, seeds, klass, guidance=[
                         NoveltyGuidance(**{**tc, "batch_weight": max(bw, 1.0)}, embedder=emb)], **gkw))
-        del plain
     return {"rows": rows}
 
 

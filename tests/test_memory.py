@@ -145,11 +145,15 @@ def test_novelty_gradient_lowers_seen_probability(data, trained):
     with torch.no_grad():
         assert (mem.logit(emb(x0 + 0.05 * g)) < mem.logit(emb(x0))).float().mean() > 0.9
     info = {"alpha_bar": torch.tensor(0.25)}
-    per_sample = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="sample").grad(x0, info)
-    assert torch.allclose(per_sample.flatten(1).pow(2).mean(1).sqrt(), torch.full((16,), 0.5), atol=1e-4)
-    per_batch = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="batch").grad(x0, info)
+    p = mem.seen_probability(emb(x0))
+    # normalisation fixes the units of ∇logit only: each push stays proportional to P(seen)
+    per_sample = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="sample", batch_weight=0.0).grad(x0, info)
+    assert torch.allclose(per_sample.flatten(1).pow(2).mean(1).sqrt(), 0.5 * p, atol=1e-4)
+    per_batch = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="batch", batch_weight=0.0).grad(x0, info)
     rms = per_batch.flatten(1).pow(2).mean(1).sqrt()
-    assert abs(rms.max().item() - 0.5) < 1e-4 and rms.min() < rms.max()  # relative strengths are kept
+    assert (rms <= 0.5 * p + 1e-5).all() and rms.min() < rms.max()
+    with_batch = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="batch", batch_weight=1.0).grad(x0, info)
+    assert not torch.allclose(with_batch, per_batch) and with_batch.flatten(1).pow(2).mean(1).sqrt().max() <= 1.0 + 1e-5
 
 
 def test_unseen_objective_pushes_only_near_history(data, trained):
@@ -204,3 +208,16 @@ def test_pretrain_teaches_a_fixed_set_and_reports_progress(data):
     assert len(calls) == 4 + 30 and all("loss" in c for c in calls[4:])
     assert mem.n_seen == len(history)
     assert auc(mem.logit(history).detach(), mem.logit(fresh).detach()) > 0.9
+
+
+def test_normalisation_does_not_inflate_pushes_of_unseen_samples(data, trained):
+    """A batch of fresh samples gets far smaller pushes than a batch of seen ones, whatever the normalisation."""
+    emb, mem, (history, fresh, _) = FIRST8, trained, data
+    far, near = torch.zeros(16, 1, 4, 4), torch.zeros(16, 1, 4, 4)
+    far.view(16, -1)[:, :8], near.view(16, -1)[:, :8] = fresh[:16], history[:16]
+    info = {"alpha_bar": torch.tensor(1.0)}
+    for normalize in ("batch", "sample"):
+        term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, normalize=normalize)
+        rms_far = term.grad(far, info).flatten(1).pow(2).mean(1).sqrt()
+        rms_near = term.grad(near, info).flatten(1).pow(2).mean(1).sqrt()
+        assert rms_far.mean() < 0.2 * rms_near.mean()

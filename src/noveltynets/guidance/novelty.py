@@ -9,10 +9,14 @@ batch do not converge on each other either, the batch's own x̂0 embeddings coun
 history for the other members: a kernel estimate log Σ_{j≠i} k(e_i, e_j) (RBF, median
 bandwidth) is added to log P(seen) with weight ``batch_weight``.
 
-``normalize="batch"`` (default) rescales the batch's gradients so the largest per-sample
-RMS is sqrt(ᾱ_t) (relative strengths kept); ``"sample"`` makes every sample's RMS sqrt(ᾱ_t).
-In the cheap gradient mode the eps correction then has RMS up to ``scale · sqrt(1 − ᾱ_t)``:
-``scale`` is the size of the push relative to the noise, whatever the memory's logit scale. After each batch the memory observes the finished samples (``on_samples_end``).
+The memory part is P(seen)·∇logit (objective "unseen"): with ``normalize="batch"``
+(default) ∇logit is divided by the batch's largest per-sample RMS, with ``"sample"`` by each
+sample's own, and the result times sqrt(ᾱ_t); the factor P(seen) is kept, so a sample far
+from history is not pushed (normalising the whole gradient instead rescaled those tiny
+pushes to full size, and then a memory of unrelated samples worked as well as the real one:
+the push was a perturbation). The batch part is normalised the same way, times
+``batch_weight``. In the cheap gradient mode the eps correction then has RMS up to
+``scale · (1 + batch_weight) · sqrt(1 − ᾱ_t)``, whatever the memory's logit scale. After each batch the memory observes the finished samples (``on_samples_end``).
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ def batch_log_seen(emb: torch.Tensor) -> torch.Tensor:
 @dataclass
 class NoveltyGuidance(GuidanceTerm):
     name = "novelty"
-    scale: float = 1.0
+    scale: float = 2.0
     stop: float = 0.5  # the layout is set in the first half; later pushes only cost quality (measured)
     objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
     normalize: str = "batch"  # "batch", "sample" or "none"
-    batch_weight: float = 1.0
+    batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
@@ -56,25 +60,42 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: normalize must be 'batch', 'sample' or 'none', got {self.normalize!r}")
 
     def log_prob(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        """log p of being *novel*: −log P(seen | history) − batch_weight · log(in-batch similarity)."""
+        """log p of being *novel*: log P(unseen) (or −log P(seen)) − batch_weight · log(in-batch similarity)."""
         emb = self.embedder(x0_hat)
-        if self.memory is None:
-            logp = torch.zeros(len(emb), device=emb.device)
-        else:
+        logp = torch.zeros(len(emb), device=emb.device)
+        if self.memory is not None:
             logit = self.memory.logit(emb).to(emb.device)
             logp = F.logsigmoid(-logit) if self.objective == "unseen" else -F.logsigmoid(logit)
         if self.batch_weight and len(emb) > 1:
             logp = logp - self.batch_weight * batch_log_seen(emb)
         return logp
 
+    def _unit(self, g: torch.Tensor) -> torch.Tensor:
+        """Divide by the batch's largest per-sample RMS ("batch") or by each sample's own ("sample")."""
+        if self.normalize == "none":
+            return g
+        rms = g.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (g.dim() - 1))
+        return g / (rms.max() if self.normalize == "batch" else rms).clamp_min(1e-12)
+
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        g = super().grad(x0_hat, info)
-        if self.normalize != "none":
-            rms = g.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (g.dim() - 1))
-            rms = rms.max() if self.normalize == "batch" else rms
-            a = info.get("alpha_bar")
-            g = g / rms.clamp_min(1e-12) * (a.sqrt() if a is not None else 1.0)
-        return g
+        """∇ log p, each part normalised on its own: the memory part keeps its factor P(seen)
+        (or 1 − P), so the normalisation only fixes the units of ∇logit and never inflates the
+        push of a sample the memory has not seen (that made an unrelated memory work as well)."""
+        with torch.enable_grad():
+            x = x0_hat.detach().requires_grad_(True)
+            emb = self.embedder(x)
+            total = torch.zeros_like(x)
+            use_batch = bool(self.batch_weight) and len(emb) > 1
+            if self.memory is not None:
+                logit = self.memory.logit(emb).to(emb.device)
+                dlogit = torch.autograd.grad(logit.sum(), x, retain_graph=use_batch)[0]
+                p = torch.sigmoid(logit.detach())
+                weight = -(p if self.objective == "unseen" else 1 - p)  # d log P(unseen)/d logit, or −d log P(seen)/d logit
+                total = total + weight.view(-1, *[1] * (x.dim() - 1)) * self._unit(dlogit)
+            if use_batch:
+                total = total + self.batch_weight * self._unit(torch.autograd.grad(-batch_log_seen(emb).sum(), x)[0])
+        a = info.get("alpha_bar")
+        return total * (a.sqrt() if a is not None and self.normalize != "none" else 1.0)
 
     def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:
         if self.memory is None:

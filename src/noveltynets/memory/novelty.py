@@ -42,6 +42,7 @@ class MemoryConfig:
     negatives: str = "pool"  # "pool" (unguided samples), "real" (real images) or "jitter"
     jitter_sigma: float = 0.5  # × per-dimension std, for jitter negatives
     negative_jitter: float = 0.3  # × per-dimension std: fresh Gaussian noise on every drawn reference negative
+    positive_jitter: float = 0.0  # the same for positives; = negative_jitter removes the "off the manifold = unseen" cue
     fourier: int = 256  # > 0: random Fourier features of the normalised input (count), for local memorisation
     fourier_sigma: float = 1.0  # their frequency scale
     seed: int = 0
@@ -142,6 +143,8 @@ class NoveltyMemory:
         for _ in range(steps if steps is not None else self.config.steps_per_observe):
             # 1. positives: the new batch always, topped up from replay
             pos = torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))])
+            if self.config.positive_jitter:
+                pos = pos + self.config.positive_jitter * self.std * torch.randn(pos.shape, generator=self.gen).to(self.device)
             # 2. negatives: reference embeddings, or jittered positives
             if self.config.negatives == "jitter":
                 noise = torch.randn(pos.shape, generator=self.gen).to(self.device)
