@@ -43,6 +43,29 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def _kw(args) -> dict:
+    """Sampling settings shared by every run of a command (grad_mode only matters for guided runs)."""
+    return dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=args.device, grad_mode=args.grad_mode)
+
+
+def _reference(model, emb, klass: int, args, kw: dict) -> torch.Tensor:
+    """Embeddings of the reference pool: ``--pool`` unguided samples from the pool seeds."""
+    pool = sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images
+    return emb(pool.to(args.device))
+
+
+def _memory(model, emb, ref: torch.Tensor, args):
+    mem = new_memory(emb, model.model_id, args.device, **args.memory_config)
+    mem.set_reference(ref)
+    return mem
+
+
+def _frozen(term: NoveltyGuidance) -> NoveltyGuidance:
+    """The term with a memory that no longer learns from the samples it guides."""
+    term.on_samples_end = lambda x0, info: None
+    return term
+
+
 class Judge:
     def __init__(self, klass: int, device: str):
         self.klass, self.ev = klass, load_eval_embedder(device=device)
@@ -65,20 +88,12 @@ class Judge:
 
 def protocol(args) -> dict:
     dev, model = args.device, load_model(device=args.device)
-    emb = PooledPixels()
-    kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
-    gkw = dict(kw, grad_mode=args.grad_mode)  # guided runs
+    emb, kw = PooledPixels(), _kw(args)
     rows = []
     for klass in args.classes:
         judge = Judge(klass, dev)
         seeds = list(range(args.n))
-        pool = sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images
-        ref = emb(pool.to(dev))
-
-        def memory():
-            mem = new_memory(emb, model.model_id, dev, **args.memory_config)
-            mem.set_reference(ref)
-            return mem
+        ref = _reference(model, emb, klass, args, kw)
 
         def record(method, setting, run, history=None):
             row = {"class": klass, "method": method, "setting": setting, "seconds": run.seconds, **judge(run.images, history)}
@@ -97,22 +112,21 @@ def protocol(args) -> dict:
             for bw in args.batch_weights:
                 tc = dict(scale=scale, batch_weight=bw, **args.term_config)
                 setting = ",".join(f"{k}={v}" for k, v in tc.items())
-                term = NoveltyGuidance(**tc, memory=memory(), embedder=emb)
-                run = record("novelty", setting, sample(model, seeds, klass, guidance=[term], **gkw))
+                term = NoveltyGuidance(**tc, memory=_memory(model, emb, ref, args), embedder=emb)
+                run = record("novelty", setting, sample(model, seeds, klass, guidance=[term], **kw))
                 if args.ablations and scale == args.scales[0] and bw == args.batch_weights[0]:
                     # continuation: the same memory, the next seeds, judged against the first run too
                     record("novelty-continued", setting,
-                           sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **gkw), history=run.images)
+                           sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **kw), history=run.images)
                     # ablation: a memory trained on an unrelated set of the same size, frozen
                     other = sample(model, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), klass, **{**kw, "batch_size": 256}).images
-                    mem = memory()
+                    mem = _memory(model, emb, ref, args)
                     for chunk in emb(other.to(dev)).split(args.batch):
                         mem.observe(chunk)
-                    frozen = NoveltyGuidance(**tc, memory=mem, embedder=emb)
-                    frozen.on_samples_end = lambda x0, info: None
-                    record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[frozen], **gkw))
+                    frozen = _frozen(NoveltyGuidance(**tc, memory=mem, embedder=emb))
+                    record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[frozen], **kw))
                     record("batch-only", setting, sample(model, seeds, klass, guidance=[
-                        NoveltyGuidance(**{**tc, "batch_weight": max(bw, 1.0)}, embedder=emb)], **gkw))
+                        NoveltyGuidance(**{**tc, "batch_weight": max(bw, 1.0)}, embedder=emb)], **kw))
     return {"rows": rows}
 
 
@@ -134,8 +148,7 @@ def auc(args) -> dict:
             torch.save({"history": history.half().cpu(), "fresh": fresh.half().cpu(), "pool": ref.half().cpu()}, args.embeddings)
     out = []
     for h in args.histories:
-        mem = new_memory(emb, model.model_id, dev, **args.memory_config)
-        mem.set_reference(ref)
+        mem = _memory(model, emb, ref, args)
         t1 = time.time()
         for chunk in history[:h].split(args.observe_chunk):
             mem.observe(chunk)
@@ -150,17 +163,15 @@ def auc(args) -> dict:
 
 def overhead(args) -> dict:
     """Wall time of novelty-guided vs plain sampling (batch ``--batch``, ``--n`` samples), interleaved, median."""
-    dev, model, emb, klass = args.device, load_model(device=args.device), PooledPixels(), args.classes[0]
-    kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
-    ref = emb(sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images.to(dev))
+    model, emb, klass, kw = load_model(device=args.device), PooledPixels(), args.classes[0], _kw(args)
+    ref = _reference(model, emb, klass, args, kw)
     times: dict[str, list[float]] = {"plain": [], "novelty": []}
     observe: list[float] = []
     for _ in range(args.repeats):
         for method in times:
             terms = []
             if method == "novelty":
-                mem = new_memory(emb, model.model_id, dev, **args.memory_config)
-                mem.set_reference(ref)
+                mem = _memory(model, emb, ref, args)
                 terms = [NoveltyGuidance(**args.term_config, memory=mem, embedder=emb)]
                 def timed(e, mem=mem):
                     t = time.perf_counter()
@@ -189,36 +200,29 @@ def memorization(args) -> dict:
     from noveltynets.data import load_split
     from noveltynets.memory.setup import pretrain
 
-    dev, model, emb = args.device, load_model(device=args.device), PooledPixels()
-    kw = dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=dev)
+    dev, model, emb, kw = args.device, load_model(device=args.device), PooledPixels(), _kw(args)
     train = load_split("train")
     train_px = train.images.flatten(1).numpy()
+    train_feats = load_eval_embedder(device=dev).features(train.images).numpy()
     rows = []
     for klass in args.classes:
         judge, seeds = Judge(klass, dev), list(range(args.n))
-        train_feats = judge.ev.features(train.images).numpy()
-        ref = emb(sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images.to(dev))
+        ref = _reference(model, emb, klass, args, kw)
         own = train.of_class(klass)
         other = sample(model, range(UNRELATED_SEEDS, UNRELATED_SEEDS + len(own)), klass, **{**kw, "batch_size": 256}).images
 
-        def taught(images):
-            mem = new_memory(emb, model.model_id, dev, **args.memory_config)
-            mem.set_reference(ref)
-            return pretrain(mem, emb(images.to(dev)), args.epochs)
+        def term(images):
+            mem = pretrain(_memory(model, emb, ref, args), emb(images.to(dev)), args.epochs)
+            return NoveltyGuidance(**{"batch_weight": 0.0, **args.term_config}, memory=mem, embedder=emb)
 
-        def term(mem, frozen):
-            t = NoveltyGuidance(**{"batch_weight": 0.0, **args.term_config}, memory=mem, embedder=emb)
-            if frozen:
-                t.on_samples_end = lambda x0, info: None
-            return [t]
-
-        runs = {"plain": [], "train-prior frozen": term(taught(own), True), "train-prior observing": term(taught(own), False),
-                "own-samples prior frozen": term(taught(other), True)}
+        runs = {"plain": [], "train-prior frozen": [_frozen(term(own))], "train-prior observing": [term(own)],
+                "own-samples prior frozen": [_frozen(term(other))]}
         for method, terms in runs.items():
-            run = sample(model, seeds, klass, guidance=terms, **kw, **({"grad_mode": args.grad_mode} if terms else {}))
+            run = sample(model, seeds, klass, guidance=terms, **kw)
+            px = run.images.flatten(1).numpy()
             row = {"class": klass, "method": method, "seconds": run.seconds, **judge(run.images),
-                   "memorization": metrics.memorization_rate(run.images.flatten(1).numpy(), train_px),
-                   "nearest_train_l2": metrics.nearest_train_distance(run.images.flatten(1).numpy(), train_px),
+                   "memorization": metrics.memorization_rate(px, train_px),
+                   "nearest_train_l2": metrics.nearest_train_distance(px, train_px),
                    "nearest_train_cosine": metrics.nearest_train_similarity(judge.ev.features(run.images).numpy(), train_feats)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -388,9 +388,9 @@ def memory_pretrain(
         memory, version = st.observe(name, memory, version, emb_chunk, [{"settings": {"source": "train", "index": int(i)}} for i in idx])
         return memory
 
-    n_chunks = -(-len(e) // 256)
-    with progress_bar(n_chunks + epochs, "pretrain", enabled=progress) as advance:
-        mem = pretrain(mem, e, epochs, observe=record, advance=advance)
+    chunk = 256
+    with progress_bar(-(-len(e) // chunk) + epochs, "pretrain", enabled=progress) as advance:
+        mem = pretrain(mem, e, epochs, observe=record, advance=advance, chunk=chunk)
     st.save(name, mem)
     typer.echo(f"memory {name!r} has seen {mem.n_seen} training images")
 

@@ -60,12 +60,14 @@ def pretrain(memory: NoveltyMemory, embeddings: torch.Tensor, epochs: int, obser
     ``observe(memory, embeddings, indices) -> memory`` replaces ``memory.observe`` (the store
     passes one that records and persists); ``advance(**fields)`` is called after every chunk and epoch.
     """
+    if observe is None:
+        def observe(m, e, idx):
+            m.observe(e)
+            return m
+
     chunks = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(seed)).split(chunk)
     for idx in chunks:
-        if observe is None:
-            memory.observe(embeddings[idx.to(embeddings.device)])
-        else:
-            memory = observe(memory, embeddings[idx.to(embeddings.device)], idx)
+        memory = observe(memory, embeddings[idx.to(embeddings.device)], idx)
         if advance:
             advance()
     for _ in range(epochs):
