@@ -18,8 +18,17 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from ..errors import NoveltynetsError
 from ..progress import progress_bar
 
+class _DDIMScheduler(DDIMScheduler):
+    """diffusers' DDIM, with its eta > 0 variance shrunk by 1e-5 relative. Its step takes
+    sqrt(1 − ᾱ_prev − σ_t²), which is exactly 0 in theory at the first step when ᾱ_T ≈ 0 (ours:
+    2.4e-9) and rounds below zero on some CPUs: every image became NaN (measured, eta = 1)."""
+
+    def _get_variance(self, timestep, prev_timestep):
+        return super()._get_variance(timestep, prev_timestep) * (1 - 1e-5)
+
+
 SCHEDULERS = {
-    "ddim": (DDIMScheduler, {"timestep_spacing": "trailing", "set_alpha_to_one": True}),
+    "ddim": (_DDIMScheduler, {"timestep_spacing": "trailing", "set_alpha_to_one": True}),
     "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}),
     "dpm++": (DPMSolverMultistepScheduler, {"timestep_spacing": "trailing"}),
     "unipc": (UniPCMultistepScheduler, {"timestep_spacing": "trailing"}),
