@@ -8,6 +8,8 @@
 samples, 16 per batch, one memory per class), the batch-repulsion-only and the
 unrelated-memory ablations, and a second run continuing the same memory.
 ``auc``: how well a memory tells observed from fresh samples at growing history.
+``trajectory``: how well it tells them apart from x̂0 at each sampling step (what guidance sees).
+``alignment``: how well distances in each guidance embedder find the evaluation's near-dup pairs.
 Metrics use the evaluation embedder's features, never the guidance embedder.
 """
 
@@ -24,7 +26,7 @@ import torch
 from noveltynets import metrics
 from noveltynets.data import load_mnist5k
 from noveltynets.guidance import NoveltyGuidance
-from noveltynets.memory import PooledPixels
+from noveltynets.memory import embedder_from_spec
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
 from noveltynets.models.embedder import load_eval_embedder
@@ -88,7 +90,7 @@ class Judge:
 
 def protocol(args) -> dict:
     dev, model = args.device, load_model(device=args.device)
-    emb, kw = PooledPixels(), _kw(args)
+    emb, kw = embedder_from_spec(args.embedder, model), _kw(args)
     rows = []
     for klass in args.classes:
         judge = Judge(klass, dev)
@@ -131,7 +133,8 @@ def protocol(args) -> dict:
 
 
 def auc(args) -> dict:
-    dev, model, emb = args.device, load_model(device=args.device), PooledPixels()
+    dev, model = args.device, load_model(device=args.device)
+    emb = embedder_from_spec(args.embedder, model)
     klass, kw = args.classes[0], dict(cfg=2.0, steps=args.steps, device=dev, batch_size=args.sample_batch)
     biggest = max(args.histories)
     t0 = time.time()
@@ -161,9 +164,71 @@ def auc(args) -> dict:
     return {"auc": out}
 
 
+def trajectory(args) -> dict:
+    """Does the memory know a seen sample *during* sampling? After observing ``--n`` samples,
+    replay their trajectories and as many fresh ones; ROC-AUC of the memory's logit on x̂0 per step."""
+    from noveltynets.sampling.guided import CFGDenoiser
+    from noveltynets.sampling.loop import make_scheduler, sample_batch
+
+    dev, model, klass, kw = args.device, load_model(device=args.device), args.classes[0], _kw(args)
+    emb = embedder_from_spec(args.embedder, model)
+    mem = _memory(model, emb, _reference(model, emb, klass, args, kw), args)
+    den = CFGDenoiser(model.unet, 2.0)
+
+    def x0_hats(seeds):
+        steps: list[list[torch.Tensor]] = []
+        for start in range(0, len(seeds), args.batch):
+            rec = []
+            final = sample_batch(den, make_scheduler("ddim", model.scheduler_config, args.steps), seeds[start:start + args.batch],
+                                 torch.full((len(seeds[start:start + args.batch]),), klass), model.image_shape, device=dev,
+                                 callback=lambda d: rec.append(d["x0_hat"]))
+            steps.append(rec + [final])
+        return [torch.cat(s) for s in zip(*steps)]  # per step (and the finished sample last): (N, C, H, W)
+
+    seen = x0_hats(list(range(args.n)))
+    for chunk in emb(seen[-1]).split(args.batch):
+        mem.observe(chunk)
+    fresh = x0_hats(list(range(FRESH_SEEDS, FRESH_SEEDS + args.n)))
+    rows = []
+    with torch.no_grad():
+        for i, (a, b) in enumerate(zip(seen, fresh)):
+            la, lb = mem.logit(emb(a)).cpu().numpy(), mem.logit(emb(b)).cpu().numpy()
+            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la, lb),
+                         "p_seen": float(1 / (1 + np.exp(-la)).mean()), "p_fresh": float(1 / (1 + np.exp(-lb)).mean())})
+            print(json.dumps(rows[-1]), flush=True)
+    return {"trajectory": rows}
+
+
+def alignment(args) -> dict:
+    """Which guidance embedder sees the evaluation's near-duplicates as near? Over all pairs of
+    ``--n`` samples: ROC-AUC of −distance (each embedding standardised per dim) for "the pair is a
+    near-dup by the evaluation embedder"."""
+    from noveltynets.memory import DenoiserFeatures, MultiScalePooled, PooledPixels
+
+    model, klass = load_model(device=args.device), args.classes[0]
+    images = sample(model, range(args.n), klass, **_kw(args)).images.to(args.device)
+    judge = Judge(klass, args.device)
+    f = judge.ev.features(images).numpy()
+    iu = np.triu_indices(len(f), 1)
+    near = np.linalg.norm(f[:, None] - f[None], axis=-1)[iu] < judge.tau
+    embedders = {f"pooled-pixels:{s}": PooledPixels(s) for s in (2, 4, 8, 16)}
+    embedders["multiscale-pooled:2,4,8"] = MultiScalePooled()
+    embedders.update({f"denoiser-mid:t={t}": DenoiserFeatures(model.unet, model.model_id, t) for t in (0, 20, 100, 300)})
+    rows = []
+    with torch.no_grad():
+        for name, e in embedders.items():
+            z = e(images).float()
+            z = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
+            d = torch.cdist(z, z).cpu().numpy()[iu]
+            rows.append({"embedder": name, "auc": roc_auc(-d[near], -d[~near]), "near_dup_pairs": int(near.sum())})
+            print(json.dumps(rows[-1]), flush=True)
+    return {"alignment": rows}
+
+
 def overhead(args) -> dict:
     """Wall time of novelty-guided vs plain sampling (batch ``--batch``, ``--n`` samples), interleaved, median."""
-    model, emb, klass, kw = load_model(device=args.device), PooledPixels(), args.classes[0], _kw(args)
+    model, klass, kw = load_model(device=args.device), args.classes[0], _kw(args)
+    emb = embedder_from_spec(args.embedder, model)
     ref = _reference(model, emb, klass, args, kw)
     times: dict[str, list[float]] = {"plain": [], "novelty": []}
     observe: list[float] = []
@@ -200,7 +265,8 @@ def memorization(args) -> dict:
     from noveltynets.data import load_split
     from noveltynets.memory.setup import pretrain
 
-    dev, model, emb, kw = args.device, load_model(device=args.device), PooledPixels(), _kw(args)
+    dev, model, kw = args.device, load_model(device=args.device), _kw(args)
+    emb = embedder_from_spec(args.embedder, model)
     train = load_split("train")
     train_px = train.images.flatten(1).numpy()
     train_feats = load_eval_embedder(device=dev).features(train.images).numpy()
@@ -231,7 +297,7 @@ def memorization(args) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["protocol", "auc", "overhead", "memorization"])
+    p.add_argument("what", choices=["protocol", "auc", "trajectory", "alignment", "overhead", "memorization"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--quick", action="store_true")
@@ -242,6 +308,7 @@ def main():
     p.add_argument("--pool", type=int, default=256)
     p.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.2])
     p.add_argument("--batch-weights", type=float, nargs="+", default=[1.0])
+    p.add_argument("--embedder", default="pooled-pixels", help="guidance embedder spec, e.g. denoiser-mid:t=20")
     p.add_argument("--memory-config", type=json.loads, default={},
                    help='MemoryConfig fields as JSON, e.g. \'{"fourier": 0, "negative_jitter": 0}\' for the plain-MLP ablation')
     p.add_argument("--term-config", type=json.loads, default={},
@@ -262,7 +329,7 @@ def main():
         args.histories, args.n_test, args.sample_batch = [64], 32, 64
     t0 = time.time()
     result = {"args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)}}
-    result.update({"protocol": protocol, "auc": auc, "overhead": overhead, "memorization": memorization}[args.what](args))
+    result.update({"protocol": protocol, "auc": auc, "trajectory": trajectory, "alignment": alignment, "overhead": overhead, "memorization": memorization}[args.what](args))
     result["wall_seconds"] = time.time() - t0
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

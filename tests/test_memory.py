@@ -233,3 +233,33 @@ def test_unnormalised_gradient_is_the_gradient_of_log_prob(data, trained, object
     x = x0.clone().requires_grad_(True)
     expected = torch.autograd.grad(term.log_prob(x, {}).sum(), x)[0]
     assert torch.allclose(term.grad(x0, {"alpha_bar": torch.tensor(0.25)}), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("scaling", ["isotropic", "per-dim"])
+def test_isotropic_scaling_ignores_near_constant_dims(data, scaling):
+    """Pooled pixels have near-constant dims (the border): a 0.05 change there is nothing in the
+    image, but per-dim scaling makes it 50 units and the memory no longer knows the sample."""
+    history, fresh, ref = (d.clone() for d in data)
+    for d in (history, fresh, ref):
+        d[:, 0] = 0.001 * torch.randn(len(d), generator=torch.Generator().manual_seed(1))
+    mem = NoveltyMemory(cfg(scaling=scaling))
+    mem.set_reference(ref)
+    for chunk in history[:64].split(16):
+        mem.observe(chunk)
+    moved = history[:64].clone()
+    moved[:, 0] += 0.05
+    with torch.no_grad():
+        a = auc(mem.logit(moved), mem.logit(fresh))
+    assert (a > 0.9) if scaling == "isotropic" else (a < 0.8)
+
+
+def test_jitter_spread_draws_one_level_per_row(data):
+    _, _, ref = data
+    fixed, spread = NoveltyMemory(cfg()), NoveltyMemory(cfg(jitter_spread=True))
+    for m in (fixed, spread):
+        m.set_reference(ref)
+    x = torch.zeros(400, 8)
+    nf, ns = fixed._noise(x, 0.5).norm(dim=1), spread._noise(x, 0.5).norm(dim=1)
+    scale = 0.5 * float(fixed.std[0]) * 8 ** 0.5  # expected row norm at the full level
+    assert abs(nf.mean() / scale - 1) < 0.15 and nf.min() > 0.3 * scale
+    assert ns.min() < 0.05 * scale and ns.max() < 1.8 * scale and 0.35 < ns.mean() / scale < 0.65

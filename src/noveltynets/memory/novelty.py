@@ -43,13 +43,17 @@ class MemoryConfig:
     jitter_sigma: float = 0.5  # × per-dimension std, for jitter negatives
     negative_jitter: float = 0.3  # × per-dimension std: fresh Gaussian noise on every drawn reference negative
     positive_jitter: float = 0.0  # the same for positives; = negative_jitter removes the "off the manifold = unseen" cue
+    jitter_spread: bool = False  # True: each drawn sample's jitter level is uniform in [0, the value above] (multi-scale bumps)
     fourier: int = 256  # > 0: random Fourier features of the normalised input (count), for local memorisation
     fourier_sigma: float = 1.0  # their frequency scale
+    scaling: str = "isotropic"  # input scaling: "isotropic" (one scale for all dims) or "per-dim" (each dim's std)
     seed: int = 0
 
     def __post_init__(self):
         if self.replay not in ("reservoir", "full"):
             raise NoveltynetsError(f"replay must be 'reservoir' or 'full', got {self.replay!r}")
+        if self.scaling not in ("isotropic", "per-dim"):
+            raise NoveltynetsError(f"scaling must be 'isotropic' or 'per-dim', got {self.scaling!r}")
         if self.negatives not in ("pool", "real", "jitter"):
             raise NoveltynetsError(f"negatives must be 'pool', 'real' or 'jitter', got {self.negatives!r}")
         if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size) <= 0:
@@ -104,7 +108,15 @@ class NoveltyMemory:
         if negatives.ndim != 2 or negatives.shape[1] != self.config.dim or len(negatives) < 2:
             raise NoveltynetsError(f"reference negatives must be (N >= 2, {self.config.dim}), got {tuple(negatives.shape)}")
         self.negatives = negatives
-        self.mean, self.std = negatives.mean(0), negatives.std(0).clamp_min(1e-3)
+        self.mean, self.std = negatives.mean(0), self._scale(negatives)
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-dimension divisor. Per-dim std blows up near-constant dims (an 8×8 pooling's border
+        cells): a 0.01 change there became ~10 units and the memory learned border noise (measured)."""
+        std = x.std(0)
+        if self.config.scaling == "isotropic":
+            std = std.pow(2).mean().sqrt().expand_as(std).clone()
+        return std.clamp_min(1e-3)
 
     def _add_to_replay(self, emb: torch.Tensor) -> None:
         cap = self.config.replay_size if self.config.replay == "reservoir" else len(self.replay) + len(emb)
@@ -120,6 +132,13 @@ class NoveltyMemory:
     def _draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
         return pool[torch.randint(len(pool), (n,), generator=self.gen).to(self.device)]
 
+    def _noise(self, x: torch.Tensor, level: float) -> torch.Tensor:
+        """Gaussian noise of ``level`` × per-dimension std; with ``jitter_spread`` each row's level is uniform in [0, level]."""
+        noise = torch.randn(x.shape, generator=self.gen)
+        if self.config.jitter_spread:
+            noise = noise * torch.rand(len(x), 1, generator=self.gen)
+        return level * self.std * noise.to(self.device)
+
     def observe(self, embeddings: torch.Tensor, steps: int | None = None) -> float:
         """Learn that ``embeddings`` (B, dim) have now been generated; returns the last loss."""
         new = embeddings.detach().float().to(self.device)
@@ -130,7 +149,7 @@ class NoveltyMemory:
         if self.config.negatives != "jitter" and len(self.negatives) == 0:
             raise NoveltynetsError("this memory has no reference negatives yet (set_reference)")
         if len(self.negatives) == 0:  # jitter mode: normalise by the first positives
-            self.mean, self.std = new.mean(0), new.std(0).clamp_min(1e-3) if len(new) > 1 else self.std
+            self.mean, self.std = new.mean(0), self._scale(new) if len(new) > 1 else self.std
         self._add_to_replay(new)
         return self.rehearse(steps, new)
 
@@ -144,7 +163,7 @@ class NoveltyMemory:
             # 1. positives: the new batch always, topped up from replay
             pos = torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))])
             if self.config.positive_jitter:
-                pos = pos + self.config.positive_jitter * self.std * torch.randn(pos.shape, generator=self.gen).to(self.device)
+                pos = pos + self._noise(pos, self.config.positive_jitter)
             # 2. negatives: reference embeddings, or jittered positives
             if self.config.negatives == "jitter":
                 noise = torch.randn(pos.shape, generator=self.gen).to(self.device)
@@ -152,8 +171,7 @@ class NoveltyMemory:
             else:
                 neg = self._draw(self.negatives, half)
                 if self.config.negative_jitter:
-                    noise = torch.randn(neg.shape, generator=self.gen).to(self.device)
-                    neg = neg + self.config.negative_jitter * self.std * noise
+                    neg = neg + self._noise(neg, self.config.negative_jitter)
             # 3. one Adam step of balanced binary cross-entropy
             logits = self.logit(torch.cat([pos, neg]))
             target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(self.device)
