@@ -168,41 +168,39 @@ def trajectory(args) -> dict:
     """Does the memory know a seen sample *during* sampling? After observing ``--n`` samples,
     replay their trajectories and as many fresh ones; ROC-AUC of the memory's logit on x̂0 per step."""
     from noveltynets.sampling.guided import CFGDenoiser
-    from noveltynets.sampling.loop import make_scheduler, sample_batch
+    from noveltynets.sampling.loop import generate, make_scheduler
 
     dev, model, klass, kw = args.device, load_model(device=args.device), args.classes[0], _kw(args)
     emb = embedder_from_spec(args.embedder, model)
     mem = _memory(model, emb, _reference(model, emb, klass, args, kw), args)
-    den = CFGDenoiser(model.unet, 2.0)
 
     def x0_hats(seeds):
-        steps: list[list[torch.Tensor]] = []
-        for start in range(0, len(seeds), args.batch):
-            rec = []
-            final = sample_batch(den, make_scheduler("ddim", model.scheduler_config, args.steps), seeds[start:start + args.batch],
-                                 torch.full((len(seeds[start:start + args.batch]),), klass), model.image_shape, device=dev,
-                                 callback=lambda d: rec.append(d["x0_hat"]))
-            steps.append(rec + [final])
-        return [torch.cat(s) for s in zip(*steps)]  # per step (and the finished sample last): (N, C, H, W)
+        """x̂0 at every step, then the finished samples: a list of (N, C, H, W)."""
+        per_step: list[list[torch.Tensor]] = [[] for _ in range(args.steps)]
+        run = generate(CFGDenoiser(model.unet, 2.0), lambda: make_scheduler("ddim", model.scheduler_config, args.steps),
+                       seeds, [klass] * len(seeds), model.image_shape, args.batch, device=dev,
+                       callback=lambda d: per_step[d["i"]].append(d["x0_hat"].cpu()))
+        return [torch.cat(s) for s in per_step] + [run.images]
 
     seen = x0_hats(list(range(args.n)))
-    for chunk in emb(seen[-1]).split(args.batch):
+    for chunk in emb(seen[-1].to(dev)).split(args.batch):
         mem.observe(chunk)
     fresh = x0_hats(list(range(FRESH_SEEDS, FRESH_SEEDS + args.n)))
     rows = []
     with torch.no_grad():
         for i, (a, b) in enumerate(zip(seen, fresh)):
-            la, lb = mem.logit(emb(a)).cpu().numpy(), mem.logit(emb(b)).cpu().numpy()
-            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la, lb),
-                         "p_seen": float(1 / (1 + np.exp(-la)).mean()), "p_fresh": float(1 / (1 + np.exp(-lb)).mean())})
+            la, lb = mem.logit(emb(a.to(dev))), mem.logit(emb(b.to(dev)))
+            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la.cpu().numpy(), lb.cpu().numpy()),
+                         "p_seen": float(la.sigmoid().mean()), "p_fresh": float(lb.sigmoid().mean())})
             print(json.dumps(rows[-1]), flush=True)
     return {"trajectory": rows}
 
 
 def alignment(args) -> dict:
     """Which guidance embedder sees the evaluation's near-duplicates as near? Over all pairs of
-    ``--n`` samples: ROC-AUC of −distance (each embedding standardised per dim) for "the pair is a
-    near-dup by the evaluation embedder"."""
+    ``--n`` samples: ROC-AUC of −distance in the embedding (one scale for all dims, as the memory
+    sees it, so the ranking is that of raw distances) for "the pair is a near-dup by the evaluation
+    embedder"."""
     from noveltynets.memory import DenoiserFeatures, MultiScalePooled, PooledPixels
 
     model, klass = load_model(device=args.device), args.classes[0]
@@ -218,7 +216,6 @@ def alignment(args) -> dict:
     with torch.no_grad():
         for name, e in embedders.items():
             z = e(images).float()
-            z = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
             d = torch.cdist(z, z).cpu().numpy()[iu]
             rows.append({"embedder": name, "auc": roc_auc(-d[near], -d[~near]), "near_dup_pairs": int(near.sum())})
             print(json.dumps(rows[-1]), flush=True)

@@ -115,7 +115,7 @@ class NoveltyMemory:
         cells): a 0.01 change there became ~10 units and the memory learned border noise (measured)."""
         std = x.std(0)
         if self.config.scaling == "isotropic":
-            std = std.pow(2).mean().sqrt().expand_as(std).clone()
+            std = torch.full_like(std, float(std.pow(2).mean().sqrt()))
         return std.clamp_min(1e-3)
 
     def _add_to_replay(self, emb: torch.Tensor) -> None:
@@ -166,8 +166,7 @@ class NoveltyMemory:
                 pos = pos + self._noise(pos, self.config.positive_jitter)
             # 2. negatives: reference embeddings, or jittered positives
             if self.config.negatives == "jitter":
-                noise = torch.randn(pos.shape, generator=self.gen).to(self.device)
-                neg = pos + self.config.jitter_sigma * self.std * noise
+                neg = pos + self._noise(pos, self.config.jitter_sigma)
             else:
                 neg = self._draw(self.negatives, half)
                 if self.config.negative_jitter:
