@@ -27,6 +27,7 @@ from noveltynets import metrics
 from noveltynets.data import load_mnist5k
 from noveltynets.guidance import NoveltyGuidance
 from noveltynets.memory import embedder_from_spec
+from noveltynets.memory.setup import pool_run
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
 from noveltynets.models.embedder import load_eval_embedder
@@ -50,10 +51,22 @@ def _kw(args) -> dict:
     return dict(cfg=2.0, steps=args.steps, batch_size=args.batch, device=args.device, grad_mode=args.grad_mode)
 
 
+def _trajectory_steps(args) -> list[int]:
+    """The steps whose x̂0 a trajectory memory observes (those where the term acts), or none."""
+    term = NoveltyGuidance(**args.term_config)
+    return term.active_steps(args.steps) if term.trajectory else []
+
+
+def _embedded_run(model, emb, seeds, klass: int, args, kw: dict) -> torch.Tensor:
+    """(1 + K, N, dim): unguided samples' embeddings, then their x̂0's at the K trajectory steps."""
+    traj = _trajectory_steps(args)
+    e = pool_run(model, emb, seeds, klass, kw["cfg"], kw["steps"], "ddim", traj, args.device, batch_size=256)
+    return e.view(1 + len(traj), len(seeds), -1)
+
+
 def _reference(model, emb, klass: int, args, kw: dict) -> torch.Tensor:
-    """Embeddings of the reference pool: ``--pool`` unguided samples from the pool seeds."""
-    pool = sample(model, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, **{**kw, "batch_size": 256}).images
-    return emb(pool.to(args.device))
+    """Embeddings of the reference pool: ``--pool`` unguided samples from the pool seeds (and their trajectories)."""
+    return _embedded_run(model, emb, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, args, kw).flatten(0, 1)
 
 
 def _memory(model, emb, ref: torch.Tensor, args):
@@ -121,10 +134,10 @@ def protocol(args) -> dict:
                     record("novelty-continued", setting,
                            sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **kw), history=run.images)
                     # ablation: a memory trained on an unrelated set of the same size, frozen
-                    other = sample(model, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), klass, **{**kw, "batch_size": 256}).images
+                    other = _embedded_run(model, emb, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), klass, args, kw)
                     mem = _memory(model, emb, ref, args)
-                    for chunk in emb(other.to(dev)).split(args.batch):
-                        mem.observe(chunk)
+                    for chunk in other.split(args.batch, dim=1):  # batch by batch, as the guided run observed its own
+                        mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1))
                     frozen = _frozen(NoveltyGuidance(**tc, memory=mem, embedder=emb))
                     record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[frozen], **kw))
                     record("batch-only", setting, sample(model, seeds, klass, guidance=[
@@ -165,14 +178,18 @@ def auc(args) -> dict:
 
 
 def trajectory(args) -> dict:
-    """Does the memory know a seen sample *during* sampling? After observing ``--n`` samples,
-    replay their trajectories and as many fresh ones; ROC-AUC of the memory's logit on x̂0 per step."""
+    """Does the memory know a seen sample *during* sampling? After observing ``--n`` samples
+    (and, with ``--observe-steps``, their x̂0 at those steps, against the reference pool's x̂0 at
+    the same steps), replay their trajectories and as many fresh ones; per step: ROC-AUC of the
+    memory's logit on x̂0 for seen vs fresh, and the early-warning AUC: among the fresh
+    trajectories, those whose finished sample is a near-dup of a seen one (evaluation embedder)
+    vs the rest. The second is what guidance needs: to know, while the layout is still open,
+    which trajectories are heading for history."""
     from noveltynets.sampling.guided import CFGDenoiser
     from noveltynets.sampling.loop import generate, make_scheduler
 
-    dev, model, klass, kw = args.device, load_model(device=args.device), args.classes[0], _kw(args)
+    dev, model, klass = args.device, load_model(device=args.device), args.classes[0]
     emb = embedder_from_spec(args.embedder, model)
-    mem = _memory(model, emb, _reference(model, emb, klass, args, kw), args)
 
     def x0_hats(seeds):
         """x̂0 at every step, then the finished samples: a list of (N, C, H, W)."""
@@ -182,16 +199,35 @@ def trajectory(args) -> dict:
                        callback=lambda d: per_step[d["i"]].append(d["x0_hat"].cpu()))
         return [torch.cat(s) for s in per_step] + [run.images]
 
-    seen = x0_hats(list(range(args.n)))
-    for chunk in emb(seen[-1].to(dev)).split(args.batch):
-        mem.observe(chunk)
-    fresh = x0_hats(list(range(FRESH_SEEDS, FRESH_SEEDS + args.n)))
+    def embed(traj, steps):  # the finished samples' embeddings, then those of x̂0 at ``steps``
+        with torch.no_grad():
+            return torch.cat([emb(traj[-1].to(dev))] + [emb(traj[k].to(dev)) for k in steps])
+
+    if args.trajectories and args.trajectories.exists():  # x̂0 trajectories cached by an earlier run with these settings
+        pool, seen, fresh = torch.load(args.trajectories)
+    else:
+        pool, seen, fresh = (x0_hats(list(range(base, base + n))) for base, n in
+                             ((POOL_SEEDS, args.pool), (0, args.n), (FRESH_SEEDS, args.n)))
+        if args.trajectories:
+            torch.save((pool, seen, fresh), args.trajectories)
+    mem = _memory(model, emb, embed(pool, args.observe_steps), args)
+    per_sample = embed(seen, args.observe_steps).view(1 + len(args.observe_steps), args.n, -1)
+    for chunk in per_sample.split(args.batch, dim=1):  # batch by batch, as a sampling run observes
+        mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1))
+    judge = Judge(klass, dev)
+    fs, ff = judge.ev.features(seen[-1]).numpy(), judge.ev.features(fresh[-1]).numpy()
+    heading = np.linalg.norm(ff[:, None] - fs[None], axis=-1).min(1) < judge.tau  # fresh finals that are near-dups of seen ones
     rows = []
     with torch.no_grad():
         for i, (a, b) in enumerate(zip(seen, fresh)):
-            la, lb = mem.logit(emb(a.to(dev))), mem.logit(emb(b.to(dev)))
-            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la.cpu().numpy(), lb.cpu().numpy()),
-                         "p_seen": float(la.sigmoid().mean()), "p_fresh": float(lb.sigmoid().mean())})
+            ea, eb = emb(a.to(dev)), emb(b.to(dev))
+            la, lb = mem.logit(ea).cpu().numpy(), mem.logit(eb).cpu().numpy()
+            knn = -torch.cdist(eb, ea).min(1).values.cpu().numpy()  # oracle: nearest seen x̂0 of the same step
+            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la, lb),
+                         "early_auc": roc_auc(lb[heading], lb[~heading]) if 0 < heading.sum() < len(heading) else None,
+                         "knn_early_auc": roc_auc(knn[heading], knn[~heading]) if 0 < heading.sum() < len(heading) else None,
+                         "p_seen": float(torch.tensor(la).sigmoid().mean()), "p_fresh": float(torch.tensor(lb).sigmoid().mean()),
+                         "p_fresh_heading": float(torch.tensor(lb[heading]).sigmoid().mean()), "n_heading": int(heading.sum())})
             print(json.dumps(rows[-1]), flush=True)
     return {"trajectory": rows}
 
@@ -313,6 +349,9 @@ def main():
     p.add_argument("--grad-mode", choices=["x0", "exact"], default="x0")
     p.add_argument("--no-ablations", dest="ablations", action="store_false",
                    help="protocol: only plain and the novelty grid (no continuation, unrelated-memory, batch-only)")
+    p.add_argument("--observe-steps", type=int, nargs="*", default=[],
+                   help="trajectory: steps whose x̂0 embeddings the memory also observes (and the reference pool holds)")
+    p.add_argument("--trajectories", type=Path, help="trajectory: cache of the sampled x̂0 trajectories (loaded if present, else written)")
     p.add_argument("--epochs", type=int, default=20, help="memorization: rehearsal passes over the training images")
     p.add_argument("--repeats", type=int, default=5, help="overhead: interleaved repetitions")
     p.add_argument("--histories", type=int, nargs="+", default=[1000, 10000, 100000])

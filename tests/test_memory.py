@@ -172,7 +172,8 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=sample")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.5, "objective": "unseen",
-                              "normalize": "sample", "batch_weight": 0.0}
+                              "normalize": "sample", "batch_weight": 0.0, "trajectory": False}
+    assert parse_guide("novelty:trajectory=true").trajectory is True
     with pytest.raises(NoveltynetsError, match="objective"):
         parse_guide("novelty:objective=maybe")
 
@@ -263,3 +264,66 @@ def test_jitter_spread_draws_one_level_per_row(data):
     scale = 0.5 * float(fixed.std[0]) * 8 ** 0.5  # expected row norm at the full level
     assert abs(nf.mean() / scale - 1) < 0.15 and nf.min() > 0.3 * scale
     assert ns.min() < 0.05 * scale and ns.max() < 1.8 * scale and 0.35 < ns.mean() / scale < 0.65
+
+
+def test_trajectory_embeddings_are_learnt_as_seen_but_not_counted_as_samples(data):
+    history, fresh, ref = data
+    mem = NoveltyMemory(cfg())
+    mem.set_reference(ref)
+    early = history[16:48]  # stands for the 16 samples' x̂0 at two earlier steps
+    for _ in range(5):
+        mem.observe(history[:16], trajectory=early)
+    assert mem.n_seen == 80 and len(mem.replay) == 48 * 5
+    assert auc(mem.logit(early).detach(), mem.logit(fresh[:32]).detach()) > 0.9
+    with pytest.raises(NoveltynetsError, match="trajectory"):
+        mem.observe(history[:4], trajectory=torch.randn(8, 3))
+    back = NoveltyMemory.from_bytes(mem.to_bytes())
+    assert (back.n_seen, back.n_offered) == (mem.n_seen, mem.n_offered)
+
+
+@pytest.mark.parametrize("trajectory", [False, True])
+def test_trajectory_term_observes_x0_hat_at_its_active_steps(tiny_cfg, scheduler_factory, trajectory):
+    emb = PooledPixels(4)
+    mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=32, steps_per_observe=2, fourier=16))
+    mem.set_reference(torch.randn(32, 16))
+    term = NoveltyGuidance(scale=0.5, stop=0.5, trajectory=trajectory, memory=mem, embedder=emb)
+    assert term.active_steps(6) == [0, 1, 2]
+    seen = []
+    term.observer = lambda e, info: seen.append((e, info["trajectory"]))
+    alphas = build_scheduler().alphas_cumprod
+    generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 6), [0, 1, 2], [1] * 3, (1, 8, 8), 2, terms=[term])
+    assert [len(e) for e, _ in seen] == [2, 1]
+    if trajectory:  # 3 active steps per batch, one x̂0 embedding per sample and step, each clipped like the sampler's
+        assert [len(t) for _, t in seen] == [6, 3] and all(t.abs().max() <= 1 for _, t in seen)
+    else:
+        assert all(t is None for _, t in seen)
+
+
+def test_trajectory_reference_pool_holds_the_pool_x0_hat_at_those_steps(tiny_unet, tmp_path):
+    from noveltynets.memory.setup import reference_pool
+    from noveltynets.memory.store import MemoryStore
+    from noveltynets.models.unet import DiffusionModel
+
+    model = DiffusionModel(tiny_unet, dict(build_scheduler().config), "tiny@0", tmp_path)
+    store = MemoryStore(tmp_path / "s.db")
+    emb = PooledPixels(4)
+    finals = reference_pool(store, model, emb, 1, 2.0, 4, "ddim", 3)
+    both = reference_pool(store, model, emb, 1, 2.0, 4, "ddim", 3, trajectory_steps=[0, 1])
+    assert finals.shape == (3, 16) and both.shape == (9, 16)
+    assert torch.allclose(both[:3], finals, atol=1e-6)  # the same unguided samples first, then their x̂0 at steps 0 and 1
+    assert not torch.allclose(both[3:6], both[6:9])
+    # step-major whatever the batching: (1 + K, N, dim)
+    from noveltynets.memory.setup import pool_run
+    batched = pool_run(model, emb, range(10**12, 10**12 + 3), 1, 2.0, 4, "ddim", [0, 1], batch_size=2)
+    assert torch.allclose(batched, both, atol=1e-5)
+    assert torch.equal(reference_pool(store, model, emb, 1, 2.0, 4, "ddim", 3, trajectory_steps=[0, 1]), both)  # cached
+
+
+def test_denoiser_features_keep_no_outputs_of_other_unet_calls(tiny_unet):
+    emb = DenoiserFeatures(tiny_unet, "tiny@0", t=20)
+    x = torch.randn(2, 1, 8, 8)
+    first = emb(x)
+    for _ in range(3):  # sampling calls the same UNet; the hook must not pile their outputs up
+        tiny_unet(torch.randn(4, 1, 8, 8), torch.full((4,), 500), class_labels=torch.zeros(4, dtype=torch.long))
+    assert emb._last is not None and len(emb._last) == 4
+    assert torch.allclose(emb(x), first) and emb._last is None

@@ -192,16 +192,17 @@ def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, 
     emb = embedder_from_spec(embedder_spec, m)
     st = MemoryStore(store_path)
     cfg_used = cfg if klass is not None else 1.0
+    term = next(t for t in terms if isinstance(t, NoveltyGuidance))
+    traj = term.active_steps(steps) if term.trajectory else []  # the pool's x̂0 at the steps the term observes
     if name is None:  # session scope: lives for this command only
         mem = new_memory(emb, m.model_id, dev, negatives=negatives)
         if negatives == "pool":
-            mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress))
+            mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress, traj))
         elif negatives == "real":
             mem.set_reference(real_reference(emb, klass))
         attach_memory(terms, mem, emb)
         return lambda: {"name": None, "scope": "session", "embedder": emb.id, "n_seen": mem.n_seen}
-    mem, version = open_memory(st, name, m, emb, klass, cfg_used, steps, scheduler, negatives, pool_size, scope, dev, progress)
-    term = next(t for t in terms if isinstance(t, NoveltyGuidance))
+    mem, version = open_memory(st, name, m, emb, klass, cfg_used, steps, scheduler, negatives, pool_size, scope, dev, progress, traj)
     settings = {"class": klass, "cfg": cfg_used, "steps": steps, "scheduler": scheduler, "guidance": [t.to_dict() for t in terms]}
     observer = StoreObserver(st, name, term, version, settings)
     attach_memory(terms, mem, emb, observer)

@@ -48,12 +48,14 @@ class NoveltyGuidance(GuidanceTerm):
     objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
     normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
+    trajectory: bool = False  # the memory also observes each sample's x̂0 embeddings at the guided steps
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
 
     def __post_init__(self):
         super().__post_init__()
+        self._trajectory: list[torch.Tensor] = []
         if self.objective not in ("unseen", "seen"):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
         if self.normalize not in ("batch", "sample", "none"):
@@ -70,6 +72,13 @@ class NoveltyGuidance(GuidanceTerm):
             logp = logp - self.batch_weight * batch_log_seen(emb)
         return logp
 
+    def active_steps(self, num_steps: int) -> list[int]:
+        """The steps at which this term acts: where a trajectory memory's reference pool needs x̂0 too."""
+        return [i for i in range(num_steps) if self.active(i / num_steps)]
+
+    def reset(self) -> None:
+        self._trajectory = []
+
     def _unit(self, g: torch.Tensor) -> torch.Tensor:
         """Divide by the batch's largest per-sample RMS ("batch") or by each sample's own ("sample")."""
         if self.normalize == "none":
@@ -81,6 +90,9 @@ class NoveltyGuidance(GuidanceTerm):
         """∇ log p, each part normalised on its own: the memory part keeps its factor P(seen)
         (or 1 − P), so the normalisation only fixes the units of ∇logit and never inflates the
         push of a sample the memory has not seen (that made an unrelated memory work as well)."""
+        if self.trajectory and self.memory is not None:  # x̂0 clipped as the sampler clips it, like the reference pool's
+            with torch.no_grad():
+                self._trajectory.append(self.embedder(x0_hat.clamp(-1, 1)))
         with torch.enable_grad():
             x = x0_hat.detach().requires_grad_(True)
             emb = self.embedder(x)
@@ -102,7 +114,9 @@ class NoveltyGuidance(GuidanceTerm):
             return
         with torch.no_grad():
             emb = self.embedder(x0)
+        trajectory = torch.cat(self._trajectory) if self._trajectory else None
+        self._trajectory = []
         if self.observer is not None:  # e.g. the store: observes under its lock and persists
-            self.observer(emb, info)
+            self.observer(emb, {**info, "trajectory": trajectory})
         else:
-            self.memory.observe(emb)
+            self.memory.observe(emb, trajectory=trajectory)

@@ -54,14 +54,17 @@ class DenoiserFeatures(Embedder):
         self.unet, self.t, self.null_class = unet, t, null_class
         self.dim = unet.config.block_out_channels[-1]
         self.id = f"denoiser-mid:t={t}:{model_id}"
-        self._features: list[torch.Tensor] = []
-        unet.mid_block.register_forward_hook(lambda m, i, o: self._features.append(o))
+        self._last: torch.Tensor | None = None  # the mid-block's latest output (the hook fires on every UNet call)
+        unet.mid_block.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self._last = output
 
     def __call__(self, x0):
-        self._features.clear()
         t = torch.full((len(x0),), self.t, device=x0.device, dtype=torch.long)
         self.unet(x0.clamp(-1, 1), t, class_labels=torch.full_like(t, self.null_class))
-        return self._features[-1].mean(dim=(2, 3))
+        features, self._last = self._last, None
+        return features.mean(dim=(2, 3))
 
 
 class CallableEmbedder(Embedder):

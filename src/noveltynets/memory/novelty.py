@@ -16,6 +16,7 @@ away from what has been over-generated relative to what the model does anyway.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -46,6 +47,8 @@ class MemoryConfig:
     jitter_spread: bool = False  # True: each drawn sample's jitter level is uniform in [0, the value above] (multi-scale bumps)
     fourier: int = 256  # > 0: random Fourier features of the normalised input (count), for local memorisation
     fourier_sigma: float = 1.0  # their frequency scale
+    fourier_sigma_min: float = 0.0  # > 0: frequency scales spread geometrically from this to fourier_sigma (smooth and local features)
+    fourier_raw: bool = False  # True: the net sees the normalised input beside its Fourier features (smooth + local)
     scaling: str = "isotropic"  # input scaling: "isotropic" (one scale for all dims) or "per-dim" (each dim's std)
     seed: int = 0
 
@@ -71,8 +74,11 @@ class NoveltyMemory:
     def __init__(self, config: MemoryConfig, device: str | torch.device = "cpu"):
         self.config, self.device = config, torch.device(device)
         torch.manual_seed(config.seed)  # deterministic initialisation
-        self.freqs = torch.randn(config.dim, config.fourier, generator=torch.Generator().manual_seed(config.seed)).to(self.device) * config.fourier_sigma
-        dims = [2 * config.fourier if config.fourier else config.dim] + [config.hidden] * config.layers
+        sigmas = torch.full((config.fourier,), config.fourier_sigma)
+        if config.fourier_sigma_min > 0:
+            sigmas = torch.logspace(math.log10(config.fourier_sigma_min), math.log10(config.fourier_sigma), config.fourier)
+        self.freqs = (torch.randn(config.dim, config.fourier, generator=torch.Generator().manual_seed(config.seed)) * sigmas).to(self.device)
+        dims = [(2 * config.fourier + config.dim * config.fourier_raw) if config.fourier else config.dim] + [config.hidden] * config.layers
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.SiLU()]
@@ -83,7 +89,8 @@ class NoveltyMemory:
         self.negatives = torch.zeros(0, config.dim, device=self.device)
         self.mean = torch.zeros(config.dim, device=self.device)
         self.std = torch.ones(config.dim, device=self.device)
-        self.n_seen = 0
+        self.n_seen = 0  # samples observed
+        self.n_offered = 0  # embeddings offered to the replay (with trajectories, several per sample)
         self.train_steps = 0
 
     # -- scoring --------------------------------------------------------------------------
@@ -93,8 +100,8 @@ class NoveltyMemory:
             raise NoveltynetsError(f"embedding dimension {embeddings.shape[-1]} does not match the memory's {self.config.dim}")
         z = (embeddings.to(self.device) - self.mean) / self.std
         if self.config.fourier:
-            z = z @ self.freqs
-            z = torch.cat([z.sin(), z.cos()], dim=-1)
+            f = z @ self.freqs
+            z = torch.cat([f.sin(), f.cos()] + [z] * self.config.fourier_raw, dim=-1)
         return self.net(z).squeeze(-1)
 
     @torch.no_grad()
@@ -122,10 +129,10 @@ class NoveltyMemory:
         cap = self.config.replay_size if self.config.replay == "reservoir" else len(self.replay) + len(emb)
         free = max(0, cap - len(self.replay))
         self.replay = torch.cat([self.replay, emb[:free]])
-        self.n_seen += len(emb[:free])
+        self.n_offered += len(emb[:free])
         for e in emb[free:]:  # reservoir sampling (Vitter's algorithm R): every positive kept with equal probability
-            self.n_seen += 1
-            j = int(torch.randint(self.n_seen, (1,), generator=self.gen))
+            self.n_offered += 1
+            j = int(torch.randint(self.n_offered, (1,), generator=self.gen))
             if j < cap:
                 self.replay[j] = e
 
@@ -139,11 +146,21 @@ class NoveltyMemory:
             noise = noise * torch.rand(len(x), 1, generator=self.gen)
         return level * self.std * noise.to(self.device)
 
-    def observe(self, embeddings: torch.Tensor, steps: int | None = None) -> float:
-        """Learn that ``embeddings`` (B, dim) have now been generated; returns the last loss."""
+    def observe(self, embeddings: torch.Tensor, steps: int | None = None, trajectory: torch.Tensor | None = None) -> float:
+        """Learn that ``embeddings`` (B, dim) have now been generated; returns the last loss.
+
+        ``trajectory`` (K·B, dim): embeddings of the same samples' x̂0 during sampling, learnt as
+        "seen" too, so that guidance recognises a trajectory heading for history while its layout
+        is still open (the reference negatives should then hold the pool's x̂0 at the same steps)."""
         new = embeddings.detach().float().to(self.device)
         if new.ndim != 2 or new.shape[1] != self.config.dim:
             raise NoveltynetsError(f"embeddings must be (B, {self.config.dim}), got {tuple(new.shape)}")
+        n_samples = len(new)
+        if trajectory is not None and len(trajectory):
+            trajectory = trajectory.detach().float().to(self.device)
+            if trajectory.ndim != 2 or trajectory.shape[1] != self.config.dim:
+                raise NoveltynetsError(f"trajectory embeddings must be (K, {self.config.dim}), got {tuple(trajectory.shape)}")
+            new = torch.cat([new, trajectory])
         if not torch.isfinite(new).all():
             raise NoveltynetsError("refusing to observe non-finite embeddings")
         if self.config.negatives != "jitter" and len(self.negatives) == 0:
@@ -151,6 +168,7 @@ class NoveltyMemory:
         if len(self.negatives) == 0:  # jitter mode: normalise by the first positives
             self.mean, self.std = new.mean(0), self._scale(new) if len(new) > 1 else self.std
         self._add_to_replay(new)
+        self.n_seen += n_samples
         return self.rehearse(steps, new)
 
     def rehearse(self, steps: int | None = None, new: torch.Tensor | None = None) -> float:
@@ -188,7 +206,7 @@ class NoveltyMemory:
             for k, v in st.items():
                 t[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
         t.update(replay=self.replay, negatives=self.negatives, mean=self.mean, std=self.std,
-                 counters=torch.tensor([self.n_seen, self.train_steps]), gen=self.gen.get_state())
+                 counters=torch.tensor([self.n_seen, self.train_steps, self.n_offered]), gen=self.gen.get_state())
         return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
     def to_bytes(self) -> bytes:
@@ -216,7 +234,9 @@ class NoveltyMemory:
         mem.opt.load_state_dict(opt_state)
         dev = mem.device
         mem.replay, mem.negatives, mem.mean, mem.std = t["replay"].to(dev), t["negatives"].to(dev), t["mean"].to(dev), t["std"].to(dev)
-        mem.n_seen, mem.train_steps = (int(x) for x in t["counters"])
+        counters = [int(x) for x in t["counters"]]
+        mem.n_seen, mem.train_steps = counters[:2]
+        mem.n_offered = counters[2] if len(counters) > 2 else mem.n_seen  # saved before trajectories: one per sample
         mem.gen.set_state(t["gen"])
         return mem
 

@@ -151,8 +151,9 @@ class MemoryStore:
         return version
 
     def observe(self, name: str, memory: NoveltyMemory, version: int, embeddings: torch.Tensor,
-                records: list[dict] | None = None) -> tuple[NoveltyMemory, int]:
-        """Train ``memory`` on ``embeddings`` and persist it with one row per sample, atomically.
+                records: list[dict] | None = None, trajectory: torch.Tensor | None = None) -> tuple[NoveltyMemory, int]:
+        """Train ``memory`` on ``embeddings`` (and their samples' ``trajectory`` embeddings, see
+        :meth:`NoveltyMemory.observe`) and persist it with one row per sample, atomically.
 
         If another writer committed since ``version``, its state is loaded first, so both
         updates survive. Returns the (possibly reloaded) memory and its new version.
@@ -162,7 +163,7 @@ class MemoryStore:
             current = self.info(name).version
             if current != version:
                 memory, version = self.load(name, memory.device)
-            memory.observe(embeddings)
+            memory.observe(embeddings, trajectory=trajectory)
             now = time.time()
             self.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
                                 [(name, r.get("seed"), r.get("class"), json.dumps(r.get("settings", {})), _array_bytes(e), now)

@@ -135,11 +135,11 @@ def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: li
 
 def sample(model, seeds: list[int], klass: int | None = None, cfg: float = 2.0, steps: int = 50, scheduler: str = "ddim",
            eta: float = 0.0, guidance=(), grad_mode: str = "x0", batch_size: int = 16, device: str | torch.device = "cpu",
-           show_progress: bool = False) -> SampleRun:
+           show_progress: bool = False, callback: Callable[[dict], None] | None = None) -> SampleRun:
     """Sample one image per seed from a :class:`~noveltynets.models.DiffusionModel`.
 
     ``klass=None`` samples unconditionally (CFG is then off); ``guidance`` is a list of
-    guidance terms, applied through :class:`GuidedModel`.
+    guidance terms, applied through :class:`GuidedModel`; ``callback`` sees every step (see :func:`sample_batch`).
     """
     from ..models.unet import NULL_CLASS
     from .guided import CFGDenoiser, GuidedModel
@@ -150,4 +150,5 @@ def sample(model, seeds: list[int], klass: int | None = None, cfg: float = 2.0, 
         eps_model = GuidedModel(eps_model, guidance, model.alphas_cumprod, grad_mode)
     classes = [klass if klass is not None else NULL_CLASS] * len(seeds)
     return generate(eps_model, lambda: make_scheduler(scheduler, model.scheduler_config, steps), list(seeds), classes,
-                    model.image_shape, batch_size, terms=guidance, eta=eta, device=device, show_progress=show_progress)
+                    model.image_shape, batch_size, terms=guidance, eta=eta, device=device, show_progress=show_progress,
+                    callback=callback)
