@@ -70,7 +70,7 @@ def _reference(model, emb, klass: int, args, kw: dict) -> torch.Tensor:
 
 
 def _memory(model, emb, ref: torch.Tensor, args):
-    mem = new_memory(emb, model.model_id, args.device, **args.memory_config)
+    mem = new_memory(emb, model.model_id, args.device, **{"trajectory": bool(_trajectory_steps(args)), **args.memory_config})
     mem.set_reference(ref)
     return mem
 

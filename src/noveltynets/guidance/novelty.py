@@ -48,7 +48,7 @@ class NoveltyGuidance(GuidanceTerm):
     objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
     normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
-    trajectory: bool = False  # the memory also observes each sample's x̂0 embeddings at the guided steps
+    trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
@@ -79,6 +79,9 @@ class NoveltyGuidance(GuidanceTerm):
     def reset(self) -> None:
         self._trajectory = []
 
+    def _observes_trajectory(self) -> bool:
+        return self.trajectory and self.memory is not None and self.memory.config.trajectory
+
     def _unit(self, g: torch.Tensor) -> torch.Tensor:
         """Divide by the batch's largest per-sample RMS ("batch") or by each sample's own ("sample")."""
         if self.normalize == "none":
@@ -90,7 +93,7 @@ class NoveltyGuidance(GuidanceTerm):
         """∇ log p, each part normalised on its own: the memory part keeps its factor P(seen)
         (or 1 − P), so the normalisation only fixes the units of ∇logit and never inflates the
         push of a sample the memory has not seen (that made an unrelated memory work as well)."""
-        if self.trajectory and self.memory is not None:  # x̂0 clipped as the sampler clips it, like the reference pool's
+        if self._observes_trajectory():  # x̂0 clipped as the sampler clips it, like the reference pool's
             with torch.no_grad():
                 self._trajectory.append(self.embedder(x0_hat.clamp(-1, 1)))
         with torch.enable_grad():

@@ -47,8 +47,10 @@ class MemoryConfig:
     jitter_spread: bool = False  # True: each drawn sample's jitter level is uniform in [0, the value above] (multi-scale bumps)
     fourier: int = 256  # > 0: random Fourier features of the normalised input (count), for local memorisation
     fourier_sigma: float = 1.0  # their frequency scale
-    fourier_sigma_min: float = 0.0  # > 0: frequency scales spread geometrically from this to fourier_sigma (smooth and local features)
+    fourier_sigma_min: float = 0.1  # > 0: frequency scales spread geometrically from this to fourier_sigma (smooth and local
+    # features: σ = 1 alone memorised points and missed near-duplicates of them, measured); 0: all at fourier_sigma
     fourier_raw: bool = False  # True: the net sees the normalised input beside its Fourier features (smooth + local)
+    trajectory: bool = False  # the reference negatives hold unguided x̂0 along trajectories: the memory may observe trajectories
     scaling: str = "isotropic"  # input scaling: "isotropic" (one scale for all dims) or "per-dim" (each dim's std)
     seed: int = 0
 
@@ -157,6 +159,9 @@ class NoveltyMemory:
             raise NoveltynetsError(f"embeddings must be (B, {self.config.dim}), got {tuple(new.shape)}")
         n_samples = len(new)
         if trajectory is not None and len(trajectory):
+            if not self.config.trajectory:
+                raise NoveltynetsError("this memory's reference negatives hold no trajectories (made with trajectory=False): "
+                                       "observing x̂0 along trajectories would teach it 'blurry = seen'")
             trajectory = trajectory.detach().float().to(self.device)
             if trajectory.ndim != 2 or trajectory.shape[1] != self.config.dim:
                 raise NoveltynetsError(f"trajectory embeddings must be (K, {self.config.dim}), got {tuple(trajectory.shape)}")

@@ -62,7 +62,7 @@ def open_memory(store: MemoryStore, name: str, model, embedder: Embedder, klass,
     """Load memory ``name`` (checking embedder and model) or create it with its reference negatives."""
     if store.exists(name):
         return store.load(name, device, embedder.id, model.model_id)
-    memory = new_memory(embedder, model.model_id, device, negatives=negatives)
+    memory = new_memory(embedder, model.model_id, device, negatives=negatives, trajectory=bool(trajectory_steps) and negatives == "pool")
     if negatives == "pool":
         memory.set_reference(reference_pool(store, model, embedder, klass, cfg, steps, scheduler, pool_size, device, show_progress,
                                             trajectory_steps))
