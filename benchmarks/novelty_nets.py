@@ -339,7 +339,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--pool", type=int, default=256)
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    p.add_argument("--scales", type=float, nargs="+", default=[NoveltyGuidance.scale])
     p.add_argument("--batch-weights", type=float, nargs="+", default=[0.0])
     p.add_argument("--embedder", default="pooled-pixels", help="guidance embedder spec, e.g. denoiser-mid:t=20")
     p.add_argument("--memory-config", type=json.loads, default={},
