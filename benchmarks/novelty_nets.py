@@ -369,7 +369,7 @@ def main():
     result["wall_seconds"] = time.time() - t0
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.what}.json").write_text(json.dumps(result, indent=1))
+        (args.out / f"{args.what}.json").write_text(json.dumps(result, indent=1, default=str))  # Path arguments as strings
 
 
 if __name__ == "__main__":
