@@ -336,3 +336,20 @@ def test_denoiser_features_keep_no_outputs_of_other_unet_calls(tiny_unet):
         tiny_unet(torch.randn(4, 1, 8, 8), torch.full((4,), 500), class_labels=torch.zeros(4, dtype=torch.long))
     assert emb._last is not None and len(emb._last) == 4
     assert torch.allclose(emb(x), first) and emb._last is None
+
+
+def test_trajectory_embedding_of_a_clipping_embedder_is_the_clipped_one_without_a_second_pass():
+    calls = []
+
+    class Counting(PooledPixels):
+        def __call__(self, x0):
+            calls.append(1)
+            return super().__call__(x0)
+
+    emb = Counting(4)
+    mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=32, fourier=16, trajectory=True))
+    mem.set_reference(torch.randn(32, 16))
+    term = NoveltyGuidance(memory=mem, embedder=emb)
+    x0_hat = 1.5 * torch.randn(3, 1, 8, 8)  # partly out of range, as early x̂0 are
+    term.grad(x0_hat, {})
+    assert len(calls) == 1 and torch.allclose(term._trajectory[0], PooledPixels(4)(x0_hat.clamp(-1, 1)))

@@ -99,12 +99,13 @@ class NoveltyGuidance(GuidanceTerm):
         """∇ log p, each part normalised on its own: the memory part keeps its factor P(seen)
         (or 1 − P), so the normalisation only fixes the units of ∇logit and never inflates the
         push of a sample the memory has not seen (that made an unrelated memory work as well)."""
-        if self._observes_trajectory():  # x̂0 clipped as the sampler clips it, like the reference pool's
-            with torch.no_grad():
-                self._trajectory.append(self.embedder(x0_hat.clamp(-1, 1)))
         with torch.enable_grad():
             x = x0_hat.detach().requires_grad_(True)
             emb = self.embedder(x)
+            if self._observes_trajectory():  # x̂0 clipped as the sampler clips it, like the reference pool's
+                with torch.no_grad():  # an embedder that clips its own input already gave that value: no second pass
+                    seen = emb if getattr(self.embedder, "clamps_input", False) else self.embedder(x0_hat.clamp(-1, 1))
+                self._trajectory.append(seen.detach())
             total = torch.zeros_like(x)
             use_batch = bool(self.batch_weight) and len(emb) > 1
             if self.memory is not None:

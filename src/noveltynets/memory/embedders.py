@@ -19,6 +19,7 @@ class Embedder:
 
     id: str = ""
     dim: int = 0
+    clamps_input: bool = False  # True: it clips x0 to [-1, 1] itself, so clipping first changes no value
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -26,6 +27,8 @@ class Embedder:
 
 class PooledPixels(Embedder):
     """Average-pool x̂0 to ``size``×``size`` (default 8×8 = 64-d for one channel): the default."""
+
+    clamps_input = True
 
     def __init__(self, size: int = 8, channels: int = 1):
         self.size, self.dim, self.id = size, channels * size * size, f"pooled-pixels:{size}"
@@ -36,6 +39,8 @@ class PooledPixels(Embedder):
 
 class MultiScalePooled(Embedder):
     """Pooled pixels at several sizes, concatenated (coarse layout and finer strokes)."""
+
+    clamps_input = True
 
     def __init__(self, sizes: tuple[int, ...] = (2, 4, 8), channels: int = 1):
         self.sizes = tuple(sizes)
@@ -49,6 +54,8 @@ class MultiScalePooled(Embedder):
 
 class DenoiserFeatures(Embedder):
     """The denoiser's own mid-block features of x̂0 seen at a small timestep ``t`` (no noise added), pooled."""
+
+    clamps_input = True
 
     def __init__(self, unet, model_id: str, t: int = 20, null_class: int = 10):
         self.unet, self.t, self.null_class = unet, t, null_class
