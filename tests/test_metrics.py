@@ -70,3 +70,104 @@ def test_bad_features_raise():
         metrics.nearest_earlier_distance(np.full((3, 2), np.nan))
     with pytest.raises(NoveltynetsError, match="dimensions differ"):
         metrics.memorization_rate(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+# --- against the reference packages (vendi-score, prdc, scikit-learn) on small random data -------
+
+def test_vendi_matches_vendi_score_package_for_each_order():
+    from sklearn.preprocessing import normalize
+    from vendi_score import vendi
+    x = rng.normal(size=(60, 8))
+    k = normalize(x) @ normalize(x).T
+    for q in (0.5, 1.0, 2.0, np.inf):
+        ref = vendi.score_K(k, q="inf" if np.isinf(q) else q)  # score_X would ignore q
+        assert metrics.vendi_score(x, q=q) == pytest.approx(ref, rel=1e-6)
+    # n > d takes the dual form; n < d the primal: both agree with the n × n kernel
+    assert metrics.vendi_score(x[:5]) == pytest.approx(vendi.score_K(k[:5, :5]), rel=1e-6)
+
+
+def test_vendi_rbf_and_extremes():
+    from vendi_score import vendi
+    x = rng.normal(size=(30, 4))
+    d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
+    assert metrics.vendi_score(x, kernel="rbf", bandwidth=1.5) == pytest.approx(vendi.score_K(np.exp(-d2 / (2 * 1.5**2))), rel=1e-6)
+    assert metrics.vendi_score(np.tile(x[:1], (20, 1))) == pytest.approx(1.0)  # all the same: one effective sample
+    assert metrics.vendi_score(np.eye(7)) == pytest.approx(7.0)  # orthogonal: all distinct
+
+
+def test_precision_recall_density_coverage_match_prdc():
+    from prdc import compute_prdc
+    real, fake = rng.normal(size=(150, 6)), rng.normal(0.3, 1.2, size=(120, 6))
+    ref = compute_prdc(real, fake, nearest_k=5)
+    p, r = metrics.precision_recall(real, fake, k=5)
+    d, c = metrics.density_coverage(real, fake, k=5)
+    assert (p, r, d, c) == pytest.approx((ref["precision"], ref["recall"], ref["density"], ref["coverage"]))
+
+
+def test_blocked_neighbours_equal_unblocked(monkeypatch):
+    real, fake = rng.normal(size=(90, 5)), rng.normal(size=(70, 5))
+    full = (metrics.precision_recall(real, fake), metrics.density_coverage(real, fake), metrics.nearest_earlier_distance(fake),
+            metrics.lof(real, fake, k=10))
+    monkeypatch.setattr(metrics, "BLOCK", 16)
+    blocked = (metrics.precision_recall(real, fake), metrics.density_coverage(real, fake), metrics.nearest_earlier_distance(fake),
+               metrics.lof(real, fake, k=10))
+    assert blocked[:2] == full[:2]
+    np.testing.assert_allclose(blocked[2], full[2])
+    np.testing.assert_allclose(blocked[3], full[3])
+
+
+def test_avg_knn_and_lof_match_scikit_learn():
+    from sklearn.neighbors import LocalOutlierFactor
+    real, x = rng.normal(size=(200, 5)), rng.normal(0, 1.5, size=(40, 5))
+    d, _ = NearestNeighbors(n_neighbors=5).fit(real).kneighbors(x)
+    np.testing.assert_allclose(metrics.avg_knn(real, x, k=5), d.mean(1))
+    ref = -LocalOutlierFactor(n_neighbors=20, novelty=True).fit(real).score_samples(x)
+    np.testing.assert_allclose(metrics.lof(real, x, k=20), ref, rtol=1e-9)
+    assert metrics.lof(real, real[:1] + 50, k=20)[0] > 5  # far outside the data
+
+
+def test_fid_against_the_closed_form_and_kid_against_a_direct_mmd():
+    from sklearn.metrics.pairwise import polynomial_kernel
+    a, b = rng.normal(size=(300, 4)), rng.normal(0.5, 2.0, size=(250, 4))
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    r1 = scipy_sqrtm_psd(s1)  # tr sqrt(S1 S2) = tr sqrt(S1^½ S2 S1^½), the symmetric form
+    ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2) - 2 * np.trace(scipy_sqrtm_psd(r1 @ s2 @ r1))
+    assert metrics.fid(a, b) == pytest.approx(ref, rel=1e-6)
+    assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-6)
+    x, y = a[:100], b[:100]
+    kxx, kyy, kxy = (polynomial_kernel(p, q, degree=3, gamma=1 / 4, coef0=1) for p, q in ((x, x), (y, y), (x, y)))
+    m = 100
+    ref = (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    mean, std = metrics.kid(x, y, subsets=3, subset_size=1000)  # one subset = the whole sets
+    assert mean == pytest.approx(ref) and std == pytest.approx(0.0, abs=1e-9)
+    assert abs(metrics.kid(a[:150], a[150:], subsets=20, subset_size=100)[0]) < 0.1 * metrics.kid(a, b, subsets=20, subset_size=100)[0]
+
+
+def scipy_sqrtm_psd(s):
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def test_adherence():
+    assert metrics.adherence([7, 7, 3, 7], 7) == 0.75
+    assert metrics.adherence(np.array([1, 2]), [1, 3]) == 0.5
+    with pytest.raises(NoveltynetsError, match="predictions"):
+        metrics.adherence([1, 2, 3], [1, 2])
+
+
+def test_metric_input_errors():
+    x = rng.normal(size=(4, 3))
+    with pytest.raises(NoveltynetsError, match="more than k=5"):
+        metrics.precision_recall(x, x)
+    with pytest.raises(NoveltynetsError, match="more than k=20"):
+        metrics.lof(x, x)
+    with pytest.raises(NoveltynetsError, match="dimensions differ"):
+        metrics.density_coverage(rng.normal(size=(10, 3)), rng.normal(size=(10, 4)), k=2)
+    with pytest.raises(NoveltynetsError, match="NaN"):
+        metrics.vendi_score(np.array([[1.0, np.nan]]))
+    with pytest.raises(NoveltynetsError, match="kernel"):
+        metrics.vendi_score(x, kernel="cos")
+    with pytest.raises(NoveltynetsError, match="all zero"):
+        metrics.vendi_score(np.zeros((3, 2)))
+    with pytest.raises(NoveltynetsError, match="at least 2"):
+        metrics.fid(x[:1], x)
