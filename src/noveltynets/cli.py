@@ -1,4 +1,4 @@
-"""The ``noveltynets`` command line: sample, train-model, train-embedder, check-model."""
+"""The ``noveltynets`` command line: sample, bench, memory, train-model, train-embedder, check-model."""
 
 from __future__ import annotations
 
@@ -275,6 +275,61 @@ def check_model_cmd(
     if out is not None:
         out.write_text(text)
     typer.echo(text)
+
+
+@app.command()
+@friendly
+def bench(
+    method: List[str] = typer.Option([], "--method", "-m", help="NAME[:key=value,...]; repeatable (default: plain and novelty). "
+                                     "plain always runs as the baseline of every ratio."),
+    classes: str = typer.Option("1,3,7", "--classes", help="Comma-separated digits."),
+    n: int = typer.Option(256, "--n", help="Samples per class (seeds 0..n-1, the same for every method)."),
+    steps: int = typer.Option(50, "--steps", help="DDIM steps."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: class 7, 64 samples, 10 steps (overrides --classes, --n, --steps)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped model)."),
+    out: Path = typer.Option(Path("bench"), "--out", "-o", help="Output folder (must be empty or new)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Benchmark methods side by side on the same seeds: results.json/.csv, pareto.png, grids, report.html."""
+    import diffusers
+    import torch
+
+    from . import __version__
+    from .bench.report import write_outputs
+    from .bench.runner import BenchConfig, run_bench
+    from .models import load_model
+    from .progress import progress_bar
+
+    try:
+        class_list = [int(c) for c in classes.split(",") if c.strip()]
+    except ValueError:
+        raise NoveltynetsError(f"--classes must be comma-separated digits, got {classes!r}") from None
+    kw = dict(methods=list(method) or ["plain", "novelty"], batch_size=batch_size, device=_device(device))
+    cfg = BenchConfig.quick(**kw) if quick else BenchConfig(classes=class_list, n=n, steps=steps, **kw)
+    methods = cfg.validate()  # bad input fails here, before the model loads or a file is written
+    m = load_model(model, device=cfg.device)
+    tmp = _prepare_out(out, overwrite)
+    try:
+        with progress_bar(len(cfg.classes) * len(methods), "bench", progress) as advance:
+            result = run_bench(cfg, m, advance=advance)
+        meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(["noveltynets", *sys.argv[1:]]), "device": cfg.device, "model": m.model_id,
+                "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                             "python": platform.python_version()},
+                "cpu_threads": torch.get_num_threads()}
+        write_outputs(result, tmp, meta)
+        _commit_out(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    keys = ["near_dup", "precision", "adherence", "vendi", "cost_ratio"]
+    typer.echo("setting".ljust(40) + "".join(k.rjust(12) for k in keys))
+    for r in result["means"]:
+        typer.echo(r["setting"][:40].ljust(40) + "".join(f"{r[k]:12.4f}" for k in keys))
+    typer.echo(f"wrote {out}/report.html")
 
 
 memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")

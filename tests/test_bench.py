@@ -1,0 +1,134 @@
+"""``noveltynets bench``: the method registry, the runner's rows and ratios, every output file, bad input."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from noveltynets.bench.methods import METHODS, GuidanceMethod, Method, MethodRun, Novelty, Plain, parse_method, register
+from noveltynets.bench.runner import BenchConfig, Judge, mean_rows, run_bench
+from noveltynets.cli import app
+from noveltynets.errors import NoveltynetsError
+from noveltynets.models import load_model
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_parse_method_resolves_registry_then_guidance_terms():
+    assert isinstance(parse_method("plain"), Plain)
+    m = parse_method("novelty:scale=1,pool=16,embedder=pooled-pixels:4,cfg=3")
+    assert isinstance(m, Novelty) and (m.pool, m.embedder, m.cfg) == (16, "pooled-pixels:4", 3.0)
+    assert m.guide == "novelty:scale=1" and m.label == "novelty:scale=1,pool=16,embedder=pooled-pixels:4,cfg=3"
+    g = parse_method("point:target=0.5")
+    assert isinstance(g, GuidanceMethod) and g.name == "point" and g.make_terms(None, 7)[0].target == 0.5
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope", "unknown method 'nope'"),
+    ("plain:scale=1", "no setting 'scale'"),
+    ("plain:cfg=x", "not a valid float"),
+    ("novelty:scale", "expected key=value"),
+    ("novelty:wat=1", "no setting 'wat'"),
+    ("novelty:pool=1", "pool must be at least 2"),
+    ("point:cfg=-1", "non-negative"),
+])
+def test_bad_method_specs(spec, message):
+    with pytest.raises(NoveltynetsError, match=message):
+        parse_method(spec)
+
+
+def test_config_adds_the_plain_baseline_first_and_refuses_duplicates_and_bad_sizes():
+    methods = BenchConfig(methods=["point", "novelty"]).validate()
+    assert [m.spec for m in methods] == ["plain", "point", "novelty"]
+    with pytest.raises(NoveltynetsError, match="listed twice"):
+        BenchConfig(methods=["plain", "point", "point"]).validate()
+    with pytest.raises(NoveltynetsError, match="at least 6"):
+        BenchConfig(n=5).validate()
+    with pytest.raises(NoveltynetsError, match="digits 0-9"):
+        BenchConfig(classes=[12]).validate()
+
+
+def test_judge_counts_near_dups_against_history():
+    judge = Judge(7)
+    real = __import__("noveltynets.data", fromlist=["x"]).load_split("heldout").of_class(7)[:20]
+    fresh = judge(real)
+    assert fresh["near_dup"] < 0.5 and fresh["adherence"] > 0.9 and fresh["memorization"] == 0.0  # held-out: not training images
+    again = judge(real, history=real)  # every image repeats one of history
+    assert again["near_dup"] == 1.0 and again["novelty"] == pytest.approx(0.0, abs=1e-4)
+
+
+class Echo(Method):
+    """A filter-like method for the test: "generates" 2× and keeps the plain samples, reporting 2× plain's time."""
+    name = "echo-test"
+
+    def run(self, ctx, klass, seeds):
+        out = Plain("plain").run(ctx, klass, seeds)
+        return MethodRun(out.images, 2 * out.seconds, generated=2 * len(seeds))
+
+
+def test_runner_rows_ratios_and_a_registered_method(monkeypatch):
+    real_run = Plain.run
+
+    def fixed_time(self, ctx, klass, seeds):  # timings vary between runs: fix plain's so the ratio is exact
+        out = real_run(self, ctx, klass, seeds)
+        out.seconds = 0.5 * len(seeds)
+        return out
+
+    monkeypatch.setattr(Plain, "run", fixed_time)
+    register(Echo)
+    try:
+        cfg = BenchConfig(methods=["plain", "echo-test"], classes=[1, 7], n=8, steps=2, batch_size=8)
+        result = run_bench(cfg, load_model())
+    finally:
+        del METHODS["echo-test"]
+    rows = result["rows"]
+    assert [(r["class"], r["setting"]) for r in rows] == [(1, "plain"), (1, "echo-test"), (7, "plain"), (7, "echo-test")]
+    for plain, echo in (rows[:2], rows[2:]):
+        assert plain["cost_ratio"] == 1.0 and echo["cost_ratio"] == pytest.approx(2.0)
+        assert echo["generated_per_kept"] == 2.0
+        assert echo["near_dup"] == plain["near_dup"] and echo["vendi"] == plain["vendi"]  # same seeds, same images
+    means = mean_rows(rows)
+    assert [m["setting"] for m in means] == ["plain", "echo-test"]
+    assert means[0]["precision"] == pytest.approx((rows[0]["precision"] + rows[2]["precision"]) / 2)
+    assert set(result["images"]["plain"]) == {1, 7} and result["images"]["plain"][7].shape == (8, 1, 32, 32)
+
+
+def test_bench_quick_writes_every_output_and_novelty_cuts_near_dups(tmp_path):
+    out = tmp_path / "b"
+    r = invoke("bench", "--quick", "--no-progress", "--out", out)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["grid_novelty.png", "grid_plain.png", "pareto.png", "report.html", "results.csv", "results.json"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["classes"] == [7] and res["config"]["n"] == 64 and res["config"]["steps"] == 10
+    plain, novelty = res["rows"]
+    assert plain["setting"] == "plain" and novelty["setting"] == "novelty" and novelty["setup_seconds"] > 0
+    assert novelty["near_dup"] < plain["near_dup"]  # the memory works even in the smoke run
+    assert all(np.isfinite(v) for row in res["rows"] for v in row.values() if isinstance(v, float))
+    with open(out / "results.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [c["class"] for c in csv_rows] == ["7", "7", "mean", "mean"]
+    html = (out / "report.html").read_text()
+    assert "pareto.png" in html and "grid_novelty.png" in html and "near_dup" in html
+    assert "novelty" in r.output and "report.html" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "x"], "comma-separated digits"),
+    (["--classes", "11"], "digits 0-9"),
+    (["--n", "3"], "at least 6"),
+    (["-m", "warp:speed=9"], "unknown method"),
+    (["-m", "novelty:scale=abc"], "not a valid float"),
+    (["--device", "tpu"], "unknown device"),
+])
+def test_bench_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
+    r = invoke("bench", "--out", tmp_path / "o", "--no-progress", *args)
+    assert r.exit_code == 2 and message in r.output
+    assert list(tmp_path.iterdir()) == []
