@@ -70,8 +70,9 @@ def _reference(model, emb, klass: int, args, kw: dict) -> torch.Tensor:
 
 
 def _memory(model, emb, ref: torch.Tensor, args):
+    """A fresh memory with reference ``ref``, whose first ``--pool`` rows are finished samples (then their trajectories)."""
     mem = new_memory(emb, model.model_id, args.device, **{"trajectory": bool(_trajectory_steps(args)), **args.memory_config})
-    mem.set_reference(ref)
+    mem.set_reference(ref, n_final=min(args.pool, len(ref)))
     return mem
 
 
@@ -169,9 +170,12 @@ def auc(args) -> dict:
         for chunk in history[:h].split(args.observe_chunk):
             mem.observe(chunk)
         seen = history[torch.randperm(h, generator=torch.Generator().manual_seed(0))[: args.n_test].to(history.device)]
-        a = roc_auc(mem.logit(seen).detach().cpu().numpy(), mem.logit(fresh).detach().cpu().numpy())
-        row = {"history": h, "auc": a, "train_steps": mem.train_steps, "train_seconds": time.time() - t1,
-               "params": sum(p.numel() for p in mem.net.parameters()), "replay": len(mem.replay)}
+        with torch.no_grad():  # the recall head (seen_probability) and the smooth head guidance follows
+            a = roc_auc(mem.recall_logit(seen).cpu().numpy(), mem.recall_logit(fresh).cpu().numpy())
+            a_steer = roc_auc(mem.logit(seen).cpu().numpy(), mem.logit(fresh).cpu().numpy())
+        nets = [n for n in (mem.net, mem.recall_net) if n is not None]
+        row = {"history": h, "auc": a, "auc_smooth_head": a_steer, "train_steps": mem.train_steps, "train_seconds": time.time() - t1,
+               "params": sum(p.numel() for n in nets for p in n.parameters()), "replay": len(mem.replay)}
         out.append(row)
         print(json.dumps(row), flush=True)
     return {"auc": out}
@@ -222,8 +226,9 @@ def trajectory(args) -> dict:
         for i, (a, b) in enumerate(zip(seen, fresh)):
             ea, eb = emb(a.to(dev)), emb(b.to(dev))
             la, lb = mem.logit(ea).cpu().numpy(), mem.logit(eb).cpu().numpy()
+            ra, rb = mem.recall_logit(ea).cpu().numpy(), mem.recall_logit(eb).cpu().numpy()
             knn = -torch.cdist(eb, ea).min(1).values.cpu().numpy()  # oracle: nearest seen x̂0 of the same step
-            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la, lb),
+            rows.append({"step": i if i < args.steps else "final", "auc": roc_auc(la, lb), "recall_auc": roc_auc(ra, rb),
                          "early_auc": roc_auc(lb[heading], lb[~heading]) if 0 < heading.sum() < len(heading) else None,
                          "knn_early_auc": roc_auc(knn[heading], knn[~heading]) if 0 < heading.sum() < len(heading) else None,
                          "p_seen": float(torch.tensor(la).sigmoid().mean()), "p_fresh": float(torch.tensor(lb).sigmoid().mean()),
@@ -271,11 +276,11 @@ def overhead(args) -> dict:
             if method == "novelty":
                 mem = _memory(model, emb, ref, args)
                 terms = [NoveltyGuidance(**args.term_config, memory=mem, embedder=emb)]
-                def timed(e, mem=mem):
+                def timed(e, info, mem=mem):
                     t = time.perf_counter()
-                    mem.observe(e)
+                    mem.observe(e, trajectory=info.get("trajectory"))
                     observe.append(time.perf_counter() - t)
-                terms[0].observer = lambda e, info: timed(e)
+                terms[0].observer = timed
             t0 = time.perf_counter()
             sample(model, range(args.n), klass, guidance=terms, **kw)
             times[method].append(time.perf_counter() - t0)

@@ -149,7 +149,8 @@ def test_novelty_gradient_lowers_seen_probability(data, trained):
     with torch.no_grad():
         assert (mem.logit(emb(x0 + 0.05 * g)) < mem.logit(emb(x0))).float().mean() > 0.9
     info = {"alpha_bar": torch.tensor(0.25)}
-    p = mem.seen_probability(emb(x0))
+    with torch.no_grad():
+        p = torch.sigmoid(mem.logit(emb(x0)))  # the smooth head's P(seen), which guidance follows
     # normalisation fixes the units of ∇logit only: each push stays proportional to P(seen)
     per_sample = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, normalize="sample", batch_weight=0.0).grad(x0, info)
     assert torch.allclose(per_sample.flatten(1).pow(2).mean(1).sqrt(), 0.5 * p, atol=1e-4)
@@ -167,7 +168,7 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
     x = torch.zeros(32, 1, 4, 4)
     x.view(32, -1)[:16, :8], x.view(32, -1)[16:, :8] = history[:16], fresh[:16]
     with torch.no_grad():
-        p = mem.seen_probability(emb(x))
+        p = torch.sigmoid(mem.logit(emb(x)))
     norms = term.grad(x, {}).flatten(1).norm(dim=1)
     assert p[:16].mean() > p[16:].mean()
     assert torch.corrcoef(torch.stack([p, norms]))[0, 1] > 0
@@ -353,3 +354,48 @@ def test_trajectory_embedding_of_a_clipping_embedder_is_the_clipped_one_without_
     x0_hat = 1.5 * torch.randn(3, 1, 8, 8)  # partly out of range, as early x̂0 are
     term.grad(x0_hat, {})
     assert len(calls) == 1 and torch.allclose(term._trajectory[0], PooledPixels(4)(x0_hat.clamp(-1, 1)))
+
+
+def test_recall_head_answers_for_finished_samples_and_the_smooth_head_for_trajectories(data):
+    """seen_probability comes from the sharp recall head, trained on finished samples only (against
+    the reference's finished samples); guidance's logit() also learns the trajectories."""
+    history, fresh, ref = data
+    early, early_ref = history[64:128], fresh[100:164]  # stand for x̂0 along the seen samples' and the pool's trajectories
+    mem = NoveltyMemory(cfg(trajectory=True))
+    mem.set_reference(torch.cat([ref, early_ref]), n_final=len(ref))
+    for chunk, traj in zip(history[:64].split(16), early.split(16)):
+        for _ in range(3):
+            mem.observe(chunk, trajectory=traj)
+    with torch.no_grad():
+        recall = auc(mem.recall_logit(history[:64]), mem.recall_logit(fresh[:64]))
+        assert recall > 0.95 and recall > auc(mem.logit(history[:64]), mem.logit(fresh[:64])) + 0.1  # sharp recalls better
+        assert torch.equal(mem.seen_probability(history[:8]), torch.sigmoid(mem.recall_logit(history[:8])))
+        assert auc(mem.logit(early), mem.logit(fresh[:64])) > 0.7  # the smooth head knows the trajectories ...
+        assert auc(mem.recall_logit(early), mem.recall_logit(fresh[:64])) < 0.6  # ... the recall head does not
+    assert len(mem.replay_final) == 64 * 3 and len(mem.replay) == 64 * 3 * 2
+    back = NoveltyMemory.from_bytes(mem.to_bytes())
+    assert back.n_ref_final == len(ref) and torch.equal(back.recall_logit(fresh), mem.recall_logit(fresh))
+    with pytest.raises(NoveltynetsError, match="n_final"):
+        mem.set_reference(ref, n_final=1)
+
+
+def test_memory_saved_before_the_recall_head_loads_without_one(data):
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save as st_save
+
+    history, fresh, ref = data
+    mem = NoveltyMemory(cfg(recall=False))
+    mem.set_reference(ref)
+    mem.observe(history[:16])
+    config = {k: v for k, v in asdict(mem.config).items() if k not in ("recall", "recall_hidden")}
+    tensors = {k: v for k, v in mem.state_tensors().items() if k != "replay_final"}
+    tensors = {("opt." + k[len("net_opt."):] if k.startswith("net_opt.") else k): v for k, v in tensors.items()}
+    tensors["counters"] = tensors["counters"][:3]
+    old = NoveltyMemory.from_bytes(st_save(tensors, metadata={"config": json.dumps(config)}))
+    assert old.recall_net is None and old.config.recall is False and old.n_ref_final == len(ref)
+    assert torch.equal(old.logit(fresh), mem.logit(fresh))
+    assert torch.equal(old.seen_probability(fresh), torch.sigmoid(old.logit(fresh)))
+    old.observe(history[16:32])  # and it keeps learning (optimiser state restored)
+    assert old.n_seen == 32

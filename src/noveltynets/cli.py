@@ -197,7 +197,7 @@ def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, 
     if name is None:  # session scope: lives for this command only
         mem = new_memory(emb, m.model_id, dev, negatives=negatives, trajectory=bool(traj))
         if negatives == "pool":
-            mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress, traj))
+            mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress, traj), pool_size)
         elif negatives == "real":
             mem.set_reference(real_reference(emb, klass))
         attach_memory(terms, mem, emb)

@@ -146,7 +146,7 @@ class Novelty(GuidanceMethod):
             ctx.cache[key] = pool_run(ctx.model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + self.pool), klass, self.cfg,
                                       ctx.steps, "ddim", traj, ctx.device)
         memory = new_memory(emb, ctx.model.model_id, ctx.device, trajectory=bool(traj))
-        memory.set_reference(ctx.cache[key])
+        memory.set_reference(ctx.cache[key], n_final=self.pool)
         attach_memory([term], memory, emb)
         setup = time.perf_counter() - t0
         out = self._sample(ctx, klass, seeds, [term])

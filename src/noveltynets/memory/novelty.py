@@ -51,6 +51,9 @@ class MemoryConfig:
     # features: σ = 1 alone memorised points and missed near-duplicates of them, measured); 0: all at fourier_sigma
     fourier_raw: bool = False  # True: the net sees the normalised input beside its Fourier features (smooth + local)
     trajectory: bool = False  # the reference negatives hold unguided x̂0 along trajectories: the memory may observe trajectories
+    recall: bool = True  # a second, sharp head (Fourier σ = fourier_sigma, finished samples only) answers seen_probability
+    recall_hidden: int = 256  # its width; the smooth head above steers guidance (it generalises to near-duplicates but
+    # recalls exact samples worse: seen AUC 0.88 at 1k, 0.64 at 10k observed samples, measured)
     scaling: str = "isotropic"  # input scaling: "isotropic" (one scale for all dims) or "per-dim" (each dim's std)
     seed: int = 0
 
@@ -61,7 +64,7 @@ class MemoryConfig:
             raise NoveltynetsError(f"scaling must be 'isotropic' or 'per-dim', got {self.scaling!r}")
         if self.negatives not in ("pool", "real", "jitter"):
             raise NoveltynetsError(f"negatives must be 'pool', 'real' or 'jitter', got {self.negatives!r}")
-        if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size) <= 0:
+        if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size, self.recall_hidden) <= 0:
             raise NoveltynetsError("memory sizes and step counts must be positive")
 
     @classmethod
@@ -79,44 +82,74 @@ class NoveltyMemory:
         sigmas = torch.full((config.fourier,), config.fourier_sigma)
         if config.fourier_sigma_min > 0:
             sigmas = torch.logspace(math.log10(config.fourier_sigma_min), math.log10(config.fourier_sigma), config.fourier)
-        self.freqs = (torch.randn(config.dim, config.fourier, generator=torch.Generator().manual_seed(config.seed)) * sigmas).to(self.device)
-        dims = [(2 * config.fourier + config.dim * config.fourier_raw) if config.fourier else config.dim] + [config.hidden] * config.layers
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.SiLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 1)).to(self.device)
+        self.freqs, self.net = self._head(sigmas, config.hidden, config.fourier_raw, config.seed)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.recall_freqs = self.recall_net = self.recall_opt = None
+        if config.recall:  # sharp features, no raw input: memorises points (the old single-scale memory)
+            sharp = torch.full((max(config.fourier, 1),), config.fourier_sigma)
+            self.recall_freqs, self.recall_net = self._head(sharp, config.recall_hidden, False, config.seed + 1)
+            self.recall_opt = torch.optim.Adam(self.recall_net.parameters(), lr=config.lr)
         self.gen = torch.Generator("cpu").manual_seed(config.seed)
         self.replay = torch.zeros(0, config.dim, device=self.device)
+        self.replay_final = torch.zeros(0, config.dim, device=self.device)  # finished samples only (the recall head's)
         self.negatives = torch.zeros(0, config.dim, device=self.device)
+        self.n_ref_final = 0  # the first n_ref_final reference rows are finished samples (the rest: x̂0 along trajectories)
         self.mean = torch.zeros(config.dim, device=self.device)
         self.std = torch.ones(config.dim, device=self.device)
         self.n_seen = 0  # samples observed
         self.n_offered = 0  # embeddings offered to the replay (with trajectories, several per sample)
         self.train_steps = 0
 
+    def _head(self, sigmas: torch.Tensor, hidden: int, raw: bool, seed: int) -> tuple[torch.Tensor | None, nn.Module]:
+        """Random Fourier frequencies (dim, F) with these scales (None without Fourier features) and the MLP on them."""
+        c = self.config
+        freqs = None
+        if c.fourier:
+            freqs = (torch.randn(c.dim, len(sigmas), generator=torch.Generator().manual_seed(seed)) * sigmas).to(self.device)
+        dims = [(2 * len(sigmas) + c.dim * raw) if c.fourier else c.dim] + [hidden] * c.layers
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        return freqs, nn.Sequential(*layers, nn.Linear(dims[-1], 1)).to(self.device)
+
     # -- scoring --------------------------------------------------------------------------
-    def logit(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, dim) → (B,) log-odds of "already generated"; differentiable."""
+    def _logit(self, embeddings: torch.Tensor, freqs, net, raw: bool) -> torch.Tensor:
         if embeddings.shape[-1] != self.config.dim:
             raise NoveltynetsError(f"embedding dimension {embeddings.shape[-1]} does not match the memory's {self.config.dim}")
         z = (embeddings.to(self.device) - self.mean) / self.std
-        if self.config.fourier:
-            f = z @ self.freqs
-            z = torch.cat([f.sin(), f.cos()] + [z] * self.config.fourier_raw, dim=-1)
-        return self.net(z).squeeze(-1)
+        if freqs is not None:
+            f = z @ freqs
+            z = torch.cat([f.sin(), f.cos()] + [z] * raw, dim=-1)
+        return net(z).squeeze(-1)
+
+    def logit(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, dim) → (B,) log-odds of "generated before, or near something that was"; differentiable:
+        the smooth head, which guidance follows."""
+        return self._logit(embeddings, self.freqs, self.net, self.config.fourier_raw)
+
+    def recall_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head (the smooth one without it)."""
+        if self.recall_net is None:
+            return self.logit(embeddings)
+        return self._logit(embeddings, self.recall_freqs, self.recall_net, False)
 
     @torch.no_grad()
     def seen_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logit(embeddings))
+        """P(this sample has been generated in this scope), by the recall head."""
+        return torch.sigmoid(self.recall_logit(embeddings))
 
     # -- learning -------------------------------------------------------------------------
-    def set_reference(self, negatives: torch.Tensor) -> None:
-        """Reference embeddings (never generated in this scope); also fixes the input normalisation."""
+    def set_reference(self, negatives: torch.Tensor, n_final: int | None = None) -> None:
+        """Reference embeddings (never generated in this scope); also fixes the input normalisation.
+        ``n_final``: the first n_final rows are finished samples, the rest x̂0 along their
+        trajectories (as :func:`~noveltynets.memory.setup.pool_run` returns them); default all."""
         negatives = negatives.detach().float().to(self.device)
         if negatives.ndim != 2 or negatives.shape[1] != self.config.dim or len(negatives) < 2:
             raise NoveltynetsError(f"reference negatives must be (N >= 2, {self.config.dim}), got {tuple(negatives.shape)}")
-        self.negatives = negatives
+        n_final = len(negatives) if n_final is None else n_final
+        if not 2 <= n_final <= len(negatives):
+            raise NoveltynetsError(f"n_final must be between 2 and {len(negatives)}, got {n_final}")
+        self.negatives, self.n_ref_final = negatives, n_final
         self.mean, self.std = negatives.mean(0), self._scale(negatives)
 
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,16 +160,19 @@ class NoveltyMemory:
             std = torch.full_like(std, float(std.pow(2).mean().sqrt()))
         return std.clamp_min(1e-3)
 
-    def _add_to_replay(self, emb: torch.Tensor) -> None:
-        cap = self.config.replay_size if self.config.replay == "reservoir" else len(self.replay) + len(emb)
-        free = max(0, cap - len(self.replay))
-        self.replay = torch.cat([self.replay, emb[:free]])
-        self.n_offered += len(emb[:free])
-        for e in emb[free:]:  # reservoir sampling (Vitter's algorithm R): every positive kept with equal probability
-            self.n_offered += 1
-            j = int(torch.randint(self.n_offered, (1,), generator=self.gen))
+    def _reservoir(self, buf: torch.Tensor, emb: torch.Tensor, offered: int) -> tuple[torch.Tensor, int]:
+        """Add ``emb`` to ``buf`` (``offered`` so far): reservoir sampling (Vitter's algorithm R) keeps
+        every embedding ever offered with equal probability; ``replay="full"`` keeps all."""
+        cap = self.config.replay_size if self.config.replay == "reservoir" else len(buf) + len(emb)
+        free = max(0, cap - len(buf))
+        buf = torch.cat([buf, emb[:free]])
+        offered += len(emb[:free])
+        for e in emb[free:]:
+            offered += 1
+            j = int(torch.randint(offered, (1,), generator=self.gen))
             if j < cap:
-                self.replay[j] = e
+                buf[j] = e
+        return buf, offered
 
     def _draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
         return pool[torch.randint(len(pool), (n,), generator=self.gen).to(self.device)]
@@ -172,13 +208,17 @@ class NoveltyMemory:
             raise NoveltynetsError("this memory has no reference negatives yet (set_reference)")
         if len(self.negatives) == 0:  # jitter mode: normalise by the first positives
             self.mean, self.std = new.mean(0), self._scale(new) if len(new) > 1 else self.std
-        self._add_to_replay(new)
+        self.replay, self.n_offered = self._reservoir(self.replay, new, self.n_offered)
+        if self.recall_net is not None:
+            self.replay_final, _ = self._reservoir(self.replay_final, new[:n_samples], self.n_seen)
         self.n_seen += n_samples
-        return self.rehearse(steps, new)
+        return self.rehearse(steps, new, n_samples)
 
-    def rehearse(self, steps: int | None = None, new: torch.Tensor | None = None) -> float:
-        """Train on replay (and ``new``, always in every batch) against the negatives; returns the last loss."""
+    def rehearse(self, steps: int | None = None, new: torch.Tensor | None = None, n_final: int | None = None) -> float:
+        """Train on replay (and ``new``, always in every batch) against the negatives; returns the
+        smooth head's last loss. ``new[:n_final]`` are finished samples (the recall head's positives)."""
         new = new if new is not None else self.replay[:0]
+        n_final = len(new) if n_final is None else n_final
         if len(self.replay) == 0:
             raise NoveltynetsError("nothing to rehearse: the memory has observed nothing")
         half, loss = self.config.batch_size, torch.tensor(0.0)
@@ -191,27 +231,42 @@ class NoveltyMemory:
             if self.config.negatives == "jitter":
                 neg = pos + self._noise(pos, self.config.jitter_sigma)
             else:
-                neg = self._draw(self.negatives, half)
-                if self.config.negative_jitter:
-                    neg = neg + self._noise(neg, self.config.negative_jitter)
-            # 3. one Adam step of balanced binary cross-entropy
-            logits = self.logit(torch.cat([pos, neg]))
-            target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(self.device)
-            loss = F.binary_cross_entropy_with_logits(logits, target)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+                neg = self._jittered(self._draw(self.negatives, half))
+            loss = self._step(self.logit, self.opt, pos, neg)
+            # 3. the recall head: finished samples only, against the reference's finished samples
+            if self.recall_net is not None and len(self.replay_final):
+                rpos = torch.cat([new[:min(n_final, half)], self._draw(self.replay_final, max(0, half - n_final))])
+                rneg = (rpos + self._noise(rpos, self.config.jitter_sigma) if self.config.negatives == "jitter"
+                        else self._jittered(self._draw(self.negatives[: self.n_ref_final], half)))
+                self._step(self.recall_logit, self.recall_opt, rpos, rneg)
             self.train_steps += 1
         return float(loss.detach())
 
+    def _jittered(self, neg: torch.Tensor) -> torch.Tensor:
+        return neg + self._noise(neg, self.config.negative_jitter) if self.config.negative_jitter else neg
+
+    def _step(self, logit_fn, opt, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """One Adam step of balanced binary cross-entropy."""
+        logits = logit_fn(torch.cat([pos, neg]))
+        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(self.device)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
     # -- persistence ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        t = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        for i, st in self.opt.state_dict()["state"].items():
-            for k, v in st.items():
-                t[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        t.update(replay=self.replay, negatives=self.negatives, mean=self.mean, std=self.std,
-                 counters=torch.tensor([self.n_seen, self.train_steps, self.n_offered]), gen=self.gen.get_state())
+        t = {}
+        for prefix, net, opt in (("net", self.net, self.opt), ("recall", self.recall_net, self.recall_opt)):
+            if net is None:
+                continue
+            t.update({f"{prefix}.{k}": v for k, v in net.state_dict().items()})
+            for i, st in opt.state_dict()["state"].items():
+                for k, v in st.items():
+                    t[f"{prefix}_opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        t.update(replay=self.replay, replay_final=self.replay_final, negatives=self.negatives, mean=self.mean, std=self.std,
+                 counters=torch.tensor([self.n_seen, self.train_steps, self.n_offered, self.n_ref_final]), gen=self.gen.get_state())
         return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
     def to_bytes(self) -> bytes:
@@ -223,31 +278,38 @@ class NoveltyMemory:
         try:
             header_len = int.from_bytes(blob[:8], "little")
             meta = json.loads(blob[8:8 + header_len]).get("__metadata__", {})
-            config = MemoryConfig.from_dict(json.loads(meta["config"]))
+            # a memory saved before the recall head has none
+            config = MemoryConfig.from_dict({"recall": False, **json.loads(meta["config"])})
             t = st_load(blob)
         except NoveltynetsError:
             raise
         except Exception as e:
             raise NoveltynetsError(f"memory data is corrupt ({type(e).__name__})") from None
         mem = cls(config, device)
-        mem.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
-        opt_state = mem.opt.state_dict()
-        for key, v in t.items():
-            if key.startswith("opt."):
-                _, i, name = key.split(".", 2)
-                opt_state["state"].setdefault(int(i), {})[name] = v
-        mem.opt.load_state_dict(opt_state)
+        for prefix, net, opt in (("net", mem.net, mem.opt), ("recall", mem.recall_net, mem.recall_opt)):
+            if net is None:
+                continue
+            net.load_state_dict({k[len(prefix) + 1:]: v for k, v in t.items() if k.startswith(prefix + ".")})
+            opt_state = opt.state_dict()
+            old_opt = "opt." if prefix == "net" else None  # steer optimiser state saved before the recall head
+            for key, v in t.items():
+                if key.startswith(prefix + "_opt.") or (old_opt and key.startswith(old_opt)):
+                    _, i, name = key.split(".", 2)
+                    opt_state["state"].setdefault(int(i), {})[name] = v
+            opt.load_state_dict(opt_state)
         dev = mem.device
         mem.replay, mem.negatives, mem.mean, mem.std = t["replay"].to(dev), t["negatives"].to(dev), t["mean"].to(dev), t["std"].to(dev)
+        mem.replay_final = t["replay_final"].to(dev) if "replay_final" in t else mem.replay[:0]
         counters = [int(x) for x in t["counters"]]
         mem.n_seen, mem.train_steps = counters[:2]
         mem.n_offered = counters[2] if len(counters) > 2 else mem.n_seen  # saved before trajectories: one per sample
+        mem.n_ref_final = counters[3] if len(counters) > 3 else len(mem.negatives)
         mem.gen.set_state(t["gen"])
         return mem
 
     def reset(self) -> None:
         """Forget all history (keeps the config and the reference negatives)."""
-        negatives = self.negatives
+        negatives, n_final = self.negatives, self.n_ref_final
         self.__init__(self.config, self.device)
         if len(negatives):
-            self.set_reference(negatives)
+            self.set_reference(negatives, n_final)

@@ -65,7 +65,7 @@ def open_memory(store: MemoryStore, name: str, model, embedder: Embedder, klass,
     memory = new_memory(embedder, model.model_id, device, negatives=negatives, trajectory=bool(trajectory_steps) and negatives == "pool")
     if negatives == "pool":
         memory.set_reference(reference_pool(store, model, embedder, klass, cfg, steps, scheduler, pool_size, device, show_progress,
-                                            trajectory_steps))
+                                            trajectory_steps), n_final=pool_size)
     elif negatives == "real":
         memory.set_reference(real_reference(embedder, klass))
     store.create(name, memory, scope)
