@@ -54,7 +54,7 @@ def _kw(args) -> dict:
 def _trajectory_steps(args) -> list[int]:
     """The steps whose x̂0 a trajectory memory observes (those where the term acts), or none."""
     term = NoveltyGuidance(**args.term_config)
-    return term.active_steps(args.steps) if term.trajectory else []
+    return term.observed_steps(args.steps) if term.trajectory else []
 
 
 def _embedded_run(model, emb, seeds, klass: int, args, kw: dict) -> torch.Tensor:

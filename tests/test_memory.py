@@ -177,7 +177,8 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=sample")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.5, "objective": "unseen",
-                              "normalize": "sample", "batch_weight": 0.0, "trajectory": True}
+                              "normalize": "sample", "batch_weight": 0.0, "trajectory": True,
+                              "trajectory_points": 8}
     assert parse_guide("novelty:trajectory=false").trajectory is False
     with pytest.raises(NoveltynetsError, match="objective"):
         parse_guide("novelty:objective=maybe")
@@ -309,6 +310,24 @@ def test_trajectory_term_observes_x0_hat_at_its_active_steps(tiny_cfg, scheduler
         assert all(t is None for _, t in seen)
 
 
+def test_trajectory_points_spread_the_observed_steps_over_the_guided_window(tiny_cfg, scheduler_factory):
+    term = NoveltyGuidance(stop=0.5)
+    assert term.observed_steps(15) == term.active_steps(15) == list(range(8))  # 8 guided steps: all observed
+    assert term.observed_steps(50) == [0, 3, 7, 10, 14, 17, 21, 24]  # 25 guided steps: 8 of them, first and last included
+    assert NoveltyGuidance(stop=0.5, trajectory_points=0).observed_steps(50) == list(range(25))
+    with pytest.raises(NoveltynetsError, match="trajectory_points"):
+        NoveltyGuidance(trajectory_points=-1)
+    emb = PooledPixels(4)
+    mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=32, steps_per_observe=2, fourier=16, trajectory=True))
+    mem.set_reference(torch.randn(32, 16))
+    term = NoveltyGuidance(scale=0.5, stop=1.0, trajectory_points=3, memory=mem, embedder=emb)
+    seen = []
+    term.observer = lambda e, info: seen.append(info["trajectory"])
+    generate(GuidedModel(tiny_cfg, [term], build_scheduler().alphas_cumprod), scheduler_factory("ddim", 10), [0, 1], [1] * 2,
+             (1, 8, 8), 2, terms=[term])
+    assert term.observed_steps(10) == [0, 4, 9] and len(seen[0]) == 3 * 2  # 3 steps × 2 samples, not 10 × 2
+
+
 def test_trajectory_reference_pool_holds_the_pool_x0_hat_at_those_steps(tiny_unet, tmp_path):
     from noveltynets.memory.setup import reference_pool
     from noveltynets.memory.store import MemoryStore
@@ -352,7 +371,7 @@ def test_trajectory_embedding_of_a_clipping_embedder_is_the_clipped_one_without_
     mem.set_reference(torch.randn(32, 16))
     term = NoveltyGuidance(memory=mem, embedder=emb)
     x0_hat = 1.5 * torch.randn(3, 1, 8, 8)  # partly out of range, as early x̂0 are
-    term.grad(x0_hat, {})
+    term.grad(x0_hat, {"i": 0, "num_steps": 10})
     assert len(calls) == 1 and torch.allclose(term._trajectory[0], PooledPixels(4)(x0_hat.clamp(-1, 1)))
 
 

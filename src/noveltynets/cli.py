@@ -193,7 +193,7 @@ def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, 
     st = MemoryStore(store_path)
     cfg_used = cfg if klass is not None else 1.0
     term = next(t for t in terms if isinstance(t, NoveltyGuidance))
-    traj = term.active_steps(steps) if term.trajectory and negatives == "pool" else []  # the pool's x̂0 where the term observes
+    traj = term.observed_steps(steps) if term.trajectory and negatives == "pool" else []  # the pool's x̂0 where the term observes
     if name is None:  # session scope: lives for this command only
         mem = new_memory(emb, m.model_id, dev, negatives=negatives, trajectory=bool(traj))
         if negatives == "pool":

@@ -139,7 +139,7 @@ class Novelty(GuidanceMethod):
 
         term: NoveltyGuidance = parse_guide(self.guide)
         emb = embedder_from_spec(self.embedder, ctx.model)
-        traj = term.active_steps(ctx.steps) if term.trajectory else []
+        traj = term.observed_steps(ctx.steps) if term.trajectory else []
         key = ("pool", emb.id, klass, self.cfg, self.pool, tuple(traj))
         t0 = time.perf_counter()
         if key not in ctx.cache:  # made once per run and shared by every novelty setting that needs it

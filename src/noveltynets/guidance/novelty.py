@@ -55,6 +55,8 @@ class NoveltyGuidance(GuidanceTerm):
     normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
     trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
+    trajectory_points: int = 8  # ... at this many of them, evenly spaced (0 = all): with 50 steps, all 25 guided x̂0 per
+    # sample would outnumber the finished samples 25:1 in the memory's replay and its reference pool
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
@@ -64,6 +66,8 @@ class NoveltyGuidance(GuidanceTerm):
         self._trajectory: list[torch.Tensor] = []
         if self.objective not in ("unseen", "seen"):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
+        if self.trajectory_points < 0:
+            raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
         if self.normalize not in ("batch", "sample", "none"):
             raise NoveltynetsError(f"novelty: normalize must be 'batch', 'sample' or 'none', got {self.normalize!r}")
 
@@ -81,6 +85,14 @@ class NoveltyGuidance(GuidanceTerm):
     def active_steps(self, num_steps: int) -> list[int]:
         """The steps at which this term acts: where a trajectory memory's reference pool needs x̂0 too."""
         return [i for i in range(num_steps) if self.active(i / num_steps)]
+
+    def observed_steps(self, num_steps: int) -> list[int]:
+        """The steps whose x̂0 a trajectory memory observes (and its reference pool must hold)."""
+        steps = self.active_steps(num_steps)
+        k = self.trajectory_points
+        if k <= 0 or len(steps) <= k:
+            return steps
+        return [steps[round(j * (len(steps) - 1) / (k - 1))] for j in range(k)] if k > 1 else steps[:1]
 
     def reset(self) -> None:
         self._trajectory = []
@@ -102,7 +114,8 @@ class NoveltyGuidance(GuidanceTerm):
         with torch.enable_grad():
             x = x0_hat.detach().requires_grad_(True)
             emb = self.embedder(x)
-            if self._observes_trajectory():  # x̂0 clipped as the sampler clips it, like the reference pool's
+            if self._observes_trajectory() and info.get("i") in self.observed_steps(info.get("num_steps", 0)):
+                # x̂0 clipped as the sampler clips it, like the reference pool's
                 with torch.no_grad():  # an embedder that clips its own input already gave that value: no second pass
                     seen = emb if getattr(self.embedder, "clamps_input", False) else self.embedder(x0_hat.clamp(-1, 1))
                 self._trajectory.append(seen.detach())
