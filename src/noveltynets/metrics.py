@@ -1,8 +1,10 @@
 """Pure metric functions over feature arrays (numpy or torch in, floats or numpy arrays out); see BENCHMARK.md.
 
 Neighbours are exact: Euclidean distances in float64, computed in blocks of ``BLOCK`` query rows, so
-memory stays O(BLOCK × N) and 100k × 100k needs no N × N matrix (the work is still O(N²): about a
-minute on 2 CPU cores at 64 dimensions). Every function checks its input and raises
+memory stays O(BLOCK × N) and 100k × 100k needs no N × N matrix (the work is still O(N²)). Exact
+float64 distances keep ties and radii identical to the reference implementations the tests compare
+with (faiss' float32 inner-product distances are not exactly 0 for a point and itself). Every
+function checks its input and raises
 ``NoveltynetsError`` for arrays that are not 2-D, hold NaN/Inf, differ in dimension, or are too
 few for the requested k.
 """
