@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from noveltynets import metrics
-from noveltynets.data import load_mnist5k
+from noveltynets.bench.runner import Judge  # every metric of the benchmark, in the evaluation embedder's space
 from noveltynets.guidance import NoveltyGuidance
 from noveltynets.memory import embedder_from_spec
 from noveltynets.memory.setup import pool_run
@@ -80,26 +80,6 @@ def _frozen(term: NoveltyGuidance) -> NoveltyGuidance:
     """The term with a memory that no longer learns from the samples it guides."""
     term.on_samples_end = lambda x0, info: None
     return term
-
-
-class Judge:
-    def __init__(self, klass: int, device: str):
-        self.klass, self.ev = klass, load_eval_embedder(device=device)
-        real = load_mnist5k().of_class(klass)
-        self.real = self.ev.features(real).numpy()
-        self.tau = metrics.near_dup_threshold(self.real)
-
-    def __call__(self, images: torch.Tensor, history: torch.Tensor | None = None) -> dict:
-        f = self.ev.features(images).numpy()
-        n_hist = 0
-        if history is not None:  # score only the new samples, against history + earlier new ones
-            n_hist = len(history)
-            f = np.concatenate([self.ev.features(history).numpy(), f])
-        d = metrics.nearest_earlier_distance(f)[max(1, n_hist):]
-        new = f[n_hist:]
-        p, r = metrics.precision_recall(self.real, new)
-        return {"near_dup": float((d < self.tau).mean()), "novelty": float(d.mean()), "precision": p, "recall": r,
-                "adherence": float((self.ev.predict(images) == self.klass).float().mean())}
 
 
 def protocol(args) -> dict:
