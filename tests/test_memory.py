@@ -177,8 +177,8 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=sample")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.5, "objective": "unseen",
-                              "normalize": "sample", "batch_weight": 0.0, "trajectory": True,
-                              "trajectory_points": 8}
+                              "normalize": "sample", "batch_weight": 0.0, "renoise_rho": 1.0, "renoise_threshold": 0.5,
+                              "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert parse_guide("novelty:trajectory=false").trajectory is False
     with pytest.raises(NoveltynetsError, match="objective"):
         parse_guide("novelty:objective=maybe")
@@ -292,12 +292,13 @@ def test_trajectory_embeddings_are_learnt_as_seen_but_not_counted_as_samples(dat
         plain.observe(history[:16], trajectory=early)
 
 
-@pytest.mark.parametrize("term_flag, memory_flag", [(True, True), (False, True), (True, False)])
-def test_trajectory_term_observes_x0_hat_at_its_active_steps(tiny_cfg, scheduler_factory, term_flag, memory_flag):
+@pytest.mark.parametrize("term_flag, memory_flag, rho", [(True, True, 1.0), (True, True, 0.0), (False, True, 1.0), (True, False, 1.0)])
+def test_trajectory_term_observes_x0_hat_at_its_active_steps(tiny_cfg, scheduler_factory, term_flag, memory_flag, rho):
+    """Recorded by the push (renoise_rho 0) or by the re-noising check (which sees x̂0 after the push)."""
     emb = PooledPixels(4)
     mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=32, steps_per_observe=2, fourier=16, trajectory=memory_flag))
     mem.set_reference(torch.randn(32, 16))
-    term = NoveltyGuidance(scale=0.5, stop=0.5, trajectory=term_flag, memory=mem, embedder=emb)
+    term = NoveltyGuidance(scale=0.5, stop=0.5, renoise_stop=0.5, renoise_rho=rho, trajectory=term_flag, memory=mem, embedder=emb)
     assert term.active_steps(6) == [0, 1, 2]
     seen = []
     term.observer = lambda e, info: seen.append((e, info["trajectory"]))
@@ -311,10 +312,13 @@ def test_trajectory_term_observes_x0_hat_at_its_active_steps(tiny_cfg, scheduler
 
 
 def test_trajectory_points_spread_the_observed_steps_over_the_guided_window(tiny_cfg, scheduler_factory):
-    term = NoveltyGuidance(stop=0.5)
+    term = NoveltyGuidance(stop=0.5, renoise_rho=0)
     assert term.observed_steps(15) == term.active_steps(15) == list(range(8))  # 8 guided steps: all observed
     assert term.observed_steps(50) == [0, 3, 7, 10, 14, 17, 21, 24]  # 25 guided steps: 8 of them, first and last included
-    assert NoveltyGuidance(stop=0.5, trajectory_points=0).observed_steps(50) == list(range(25))
+    assert NoveltyGuidance(stop=0.5, renoise_rho=0, trajectory_points=0).observed_steps(50) == list(range(25))
+    # re-noising (default: until 0.8 of the run) widens the window the memory must know
+    assert NoveltyGuidance().active_steps(50) == list(range(40))
+    assert NoveltyGuidance().observed_steps(50) == [0, 6, 11, 17, 22, 28, 33, 39]
     with pytest.raises(NoveltynetsError, match="trajectory_points"):
         NoveltyGuidance(trajectory_points=-1)
     emb = PooledPixels(4)
@@ -358,7 +362,8 @@ def test_denoiser_features_keep_no_outputs_of_other_unet_calls(tiny_unet):
     assert torch.allclose(emb(x), first) and emb._last is None
 
 
-def test_trajectory_embedding_of_a_clipping_embedder_is_the_clipped_one_without_a_second_pass():
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_trajectory_embedding_of_a_clipping_embedder_is_the_clipped_one_without_a_second_pass(rho):
     calls = []
 
     class Counting(PooledPixels):
@@ -369,9 +374,11 @@ def test_trajectory_embedding_of_a_clipping_embedder_is_the_clipped_one_without_
     emb = Counting(4)
     mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=32, fourier=16, trajectory=True))
     mem.set_reference(torch.randn(32, 16))
-    term = NoveltyGuidance(memory=mem, embedder=emb)
+    mem.observe(torch.randn(3, 16))
+    term = NoveltyGuidance(memory=mem, embedder=emb, renoise_rho=rho)
     x0_hat = 1.5 * torch.randn(3, 1, 8, 8)  # partly out of range, as early x̂0 are
-    term.grad(x0_hat, {"i": 0, "num_steps": 10})
+    # recorded by the push, or (re-noising on) by the re-noising check, which also scores the same embedding
+    (term.renoise if rho else term.grad)(x0_hat, {"i": 0, "num_steps": 10})
     assert len(calls) == 1 and torch.allclose(term._trajectory[0], PooledPixels(4)(x0_hat.clamp(-1, 1)))
 
 
@@ -418,3 +425,41 @@ def test_memory_saved_before_the_recall_head_loads_without_one(data):
     assert torch.equal(old.seen_probability(fresh), torch.sigmoid(old.logit(fresh)))
     old.observe(history[16:32])  # and it keeps learning (optimiser state restored)
     assert old.n_seen == 32
+
+
+def test_renoise_asks_only_for_samples_the_memory_has_seen(data, trained):
+    emb, mem, (history, fresh, _) = FIRST8, trained, data
+    x = torch.zeros(32, 1, 4, 4)
+    x.view(32, -1)[:16, :8], x.view(32, -1)[16:, :8] = history[:16], fresh[:16]
+    term = NoveltyGuidance(scale=0.0, renoise_rho=0.7, renoise_threshold=0.5, memory=mem, embedder=emb)
+    with torch.no_grad():
+        p = torch.sigmoid(mem.logit(emb(x)))
+    rho = term.renoise(x, {"i": 0, "num_steps": 10})
+    assert torch.equal(rho, (p > 0.5).float() * 0.7)
+    assert rho[:16].mean() > 0.6 and rho[16:].mean() < 0.2  # observed points re-noised, fresh ones left alone
+    assert term.active(0.0) is False and term.renoises(0.0) and term.renoises(0.7) and not term.renoises(0.8)
+    assert not NoveltyGuidance(renoise_rho=0.0, memory=mem, embedder=emb).renoises(0.0)
+    assert not NoveltyGuidance(embedder=emb).renoises(0.0)  # no memory, nothing to recognise
+    for bad in ("renoise_rho=1.5", "renoise_threshold=-0.1", "stop=0.5,start=0.4,renoise_stop=0.3"):
+        with pytest.raises(NoveltynetsError, match="renoise"):
+            parse_guide("novelty:" + bad)
+
+
+def test_renoising_memory_sends_a_seen_seed_elsewhere(tiny_cfg, scheduler_factory):
+    """A memory that has seen seed 3's sample (and its trajectory) re-noises seed 3 on a second run;
+    with re-noising only (scale 0), a seed it does not flag follows exactly its plain trajectory."""
+    emb = PooledPixels(4)
+    alphas = build_scheduler().alphas_cumprod
+    make = scheduler_factory("ddim", 10)
+    mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=64, steps_per_observe=200, fourier=64, trajectory=True))
+    pool = generate(tiny_cfg, make, list(range(100, 164)), [1] * 64, (1, 8, 8), 64)
+    mem.set_reference(emb(pool.images))
+    term = NoveltyGuidance(scale=0.0, renoise_stop=1.0, trajectory_points=0, memory=mem, embedder=emb)
+    guided = GuidedModel(tiny_cfg, [term], alphas)
+    first = generate(guided, make, [3], [1], (1, 8, 8), 1, terms=[term]).images  # memory empty: the plain sample
+    assert torch.equal(first, generate(tiny_cfg, make, [3], [1], (1, 8, 8), 1).images)
+    assert mem.n_seen == 1 and len(mem.replay) == 1 + 10  # the sample and its x̂0 at all 10 steps
+    flagged = []
+    term.renoise = (lambda f: lambda x0, info: flagged.append(f(x0, info)) or flagged[-1])(term.renoise)
+    again = generate(guided, make, [3], [1], (1, 8, 8), 1, terms=[term]).images
+    assert torch.cat(flagged).sum() > 0 and not torch.allclose(again, first, atol=1e-3)

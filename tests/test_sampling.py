@@ -210,3 +210,44 @@ def test_make_scheduler_rejects_unknown_names_and_bad_steps(train_config):
         make_scheduler("euler-ancestral-xl", train_config, 10)
     with pytest.raises(NoveltynetsError, match="steps"):
         make_scheduler("ddim", train_config, 0)
+
+
+class RenoiseOne:
+    """Wraps an eps-model and asks the sampler to re-draw sample ``j``'s noise at every step in ``steps``."""
+
+    def __init__(self, model, j, steps, rho=1.0):
+        self.model, self.j, self.steps, self.rho = model, j, steps, rho
+
+    def __call__(self, x, t, extra):
+        if extra["i"] in self.steps:
+            rho = torch.zeros(len(x))
+            rho[self.j] = self.rho
+            extra["renoise"] = rho
+        return self.model(x, t, extra)
+
+
+def test_renoising_changes_only_the_asked_sample_and_stays_deterministic(tiny_cfg, scheduler_factory):
+    make = scheduler_factory("ddim", 6)
+    plain = run(tiny_cfg, make, [3, 4, 5], 3)
+    a = run(RenoiseOne(tiny_cfg, 1, {1, 2}), make, [3, 4, 5], 3)
+    assert torch.equal(a[0], plain[0]) and torch.equal(a[2], plain[2])  # untouched: exactly their plain trajectories
+    assert not torch.allclose(a[1], plain[1], atol=1e-3) and a.abs().max() <= 1
+    assert torch.equal(a, run(RenoiseOne(tiny_cfg, 1, {1, 2}), make, [3, 4, 5], 3))  # the extra noise comes from the seed
+    assert torch.equal(run(RenoiseOne(tiny_cfg, 0, {1, 2}, rho=0.0), make, [3, 4, 5], 3), plain)  # ρ = 0: nothing happens
+
+
+def test_renoise_keeps_x0_hat_and_the_noise_level():
+    from noveltynets.sampling.loop import renoise
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(4, 1, 8, 8, generator=g)
+    a = torch.tensor(0.3)
+    x = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    rho = torch.tensor([0.0, 0.5, 1.0, 1.0])
+    x2, eps2 = renoise(x, eps, x0, a, rho, [torch.Generator().manual_seed(s) for s in range(4)])
+    assert torch.allclose((x2 - (1 - a).sqrt() * eps2) / a.sqrt(), x0, atol=1e-5)  # same x̂0
+    assert torch.equal(x2[0], x[0]) and torch.equal(eps2[0], eps[0])
+    fresh = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(eps2[2], fresh)  # ρ = 1: the noise is the sample's own fresh draw
+    corr = torch.nn.functional.cosine_similarity(eps2[1].flatten(), eps[1].flatten(), dim=0)
+    assert 0.7 < corr < 0.95  # ρ = 0.5 keeps sqrt(0.75) ≈ 0.87 of the old noise

@@ -14,6 +14,12 @@ Every term is a dataclass: its fields are its configuration, which round-trips t
 ``to_dict`` / ``from_dict`` (and so through JSON). ``start``/``stop`` are fractions of the
 run (step i of n is active when start ≤ i/n < stop); guidance is off in the last 5% of
 steps by default, where it can only add artefacts.
+
+Besides a gradient, a term may ask the sampler to **re-noise** a sample: ``renoise(x0_hat,
+info)`` returns ρ (B,) in [0, 1], the share of each sample's noise to re-draw at this step
+(see :func:`~noveltynets.sampling.sample_batch`). x̂0 is kept and x_t stays an exact noisy
+version of it, so a re-noised trajectory is still one the model could have taken (DDIM with a
+per-sample eta): the sample changes course without leaving the data manifold.
 """
 
 from __future__ import annotations
@@ -46,7 +52,16 @@ class GuidanceTerm:
             raise NoveltynetsError(f"{self.name}: need 0 <= start <= stop <= 1, got start={self.start}, stop={self.stop}")
 
     def active(self, progress: float) -> bool:
+        """Whether :meth:`grad` acts at this point of the run (a fraction in [0, 1))."""
         return self.scale != 0 and self.start <= progress < self.stop
+
+    def renoises(self, progress: float) -> bool:
+        """Whether :meth:`renoise` is asked at this point of the run; by default never."""
+        return False
+
+    def renoise(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor | None:
+        """ρ (B,) in [0, 1]: the share of each sample's noise the sampler re-draws at this step, or None."""
+        return None
 
     def reset(self) -> None:
         """Forget per-run state; called before every batch is sampled."""

@@ -54,6 +54,9 @@ class NoveltyGuidance(GuidanceTerm):
     objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
     normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
+    renoise_rho: float = 1.0  # share of the noise re-drawn where the memory says "seen" (0 = never re-noise)
+    renoise_threshold: float = 0.5  # ... i.e. where P(seen | x̂0) is above this
+    renoise_stop: float = 0.8  # ... until this fraction of the run (from ``start``)
     trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
     trajectory_points: int = 8  # ... at this many of them, evenly spaced (0 = all): with 50 steps, all 25 guided x̂0 per
     # sample would outnumber the finished samples 25:1 in the memory's replay and its reference pool
@@ -64,6 +67,11 @@ class NoveltyGuidance(GuidanceTerm):
     def __post_init__(self):
         super().__post_init__()
         self._trajectory: list[torch.Tensor] = []
+        if not 0 <= self.renoise_rho <= 1 or not 0 <= self.renoise_threshold <= 1:
+            raise NoveltynetsError(f"novelty: renoise_rho and renoise_threshold must be in [0, 1], got "
+                                   f"{self.renoise_rho} and {self.renoise_threshold}")
+        if not self.start <= self.renoise_stop <= 1:
+            raise NoveltynetsError(f"novelty: need start <= renoise_stop <= 1, got renoise_stop={self.renoise_stop}")
         if self.objective not in ("unseen", "seen"):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
         if self.trajectory_points < 0:
@@ -75,16 +83,24 @@ class NoveltyGuidance(GuidanceTerm):
         """log p of being *novel*: log P(unseen) (or −log P(seen)) − batch_weight · log(in-batch similarity)."""
         emb = self.embedder(x0_hat)
         logp = torch.zeros(len(emb), device=emb.device)
-        if self.memory is not None:
+        if self._knows():
             logit = self.memory.logit(emb).to(emb.device)
             logp = F.logsigmoid(-logit) if self.objective == "unseen" else -F.logsigmoid(logit)
         if self.batch_weight and len(emb) > 1:
             logp = logp - self.batch_weight * batch_log_seen(emb)
         return logp
 
+    def _knows(self) -> bool:
+        """A memory that has observed nothing knows nothing: its untrained logit would only add noise."""
+        return self.memory is not None and self.memory.n_seen > 0
+
+    def renoises(self, progress: float) -> bool:
+        return self.renoise_rho > 0 and self.memory is not None and self.start <= progress < self.renoise_stop
+
     def active_steps(self, num_steps: int) -> list[int]:
-        """The steps at which this term acts: where a trajectory memory's reference pool needs x̂0 too."""
-        return [i for i in range(num_steps) if self.active(i / num_steps)]
+        """The steps at which this term pushes or may re-noise: where a trajectory memory's reference pool needs x̂0 too."""
+        return [i for i in range(num_steps) if self.active(i / num_steps)
+                or (self.renoise_rho > 0 and self.start <= i / num_steps < self.renoise_stop)]
 
     def observed_steps(self, num_steps: int) -> list[int]:
         """The steps whose x̂0 a trajectory memory observes (and its reference pool must hold)."""
@@ -114,14 +130,11 @@ class NoveltyGuidance(GuidanceTerm):
         with torch.enable_grad():
             x = x0_hat.detach().requires_grad_(True)
             emb = self.embedder(x)
-            if self._observes_trajectory() and info.get("i") in self.observed_steps(info.get("num_steps", 0)):
-                # x̂0 clipped as the sampler clips it, like the reference pool's
-                with torch.no_grad():  # an embedder that clips its own input already gave that value: no second pass
-                    seen = emb if getattr(self.embedder, "clamps_input", False) else self.embedder(x0_hat.clamp(-1, 1))
-                self._trajectory.append(seen.detach())
+            if not self.renoises(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
+                self._record(x0_hat, emb.detach(), info)  # else renoise() records, at x̂0 after this push
             total = torch.zeros_like(x)
             use_batch = bool(self.batch_weight) and len(emb) > 1
-            if self.memory is not None:
+            if self._knows():
                 logit = self.memory.logit(emb).to(emb.device)
                 dlogit = torch.autograd.grad(logit.sum(), x, retain_graph=use_batch)[0]
                 p = torch.sigmoid(logit.detach())
@@ -131,6 +144,30 @@ class NoveltyGuidance(GuidanceTerm):
                 total = total + self.batch_weight * self._unit(torch.autograd.grad(-batch_log_seen(emb).sum(), x)[0])
         a = info.get("alpha_bar")
         return total * (a.sqrt() if a is not None and self.normalize != "none" else 1.0)
+
+    def _record(self, x0_hat: torch.Tensor, emb: torch.Tensor | None, info: dict) -> torch.Tensor | None:
+        """At an observed step of a trajectory memory, keep the embedding of the clipped x̂0 (as the
+        reference pool's); returns it (computed if ``emb`` is None), or ``emb`` elsewhere."""
+        if not (self._observes_trajectory() and info.get("i") in self.observed_steps(info.get("num_steps", 0))):
+            return emb
+        with torch.no_grad():  # an embedder that clips its own input already gave that value: no second pass
+            if emb is None or not getattr(self.embedder, "clamps_input", False):
+                emb = self.embedder(x0_hat.clamp(-1, 1))
+        self._trajectory.append(emb.detach())
+        return emb
+
+    @torch.no_grad()
+    def renoise(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
+        """ρ where P(seen | x̂0) > ``renoise_threshold``, else 0. Re-drawing the noise of a sample
+        heading for history changes its course at no cost in quality: x̂0 is kept, so the
+        trajectory stays one the model could have taken (unlike a gradient push, which can leave
+        the data manifold). A wrong "seen" costs nothing but a different, equally plausible sample."""
+        emb = self._record(x0_hat, None, info)
+        if not self._knows():
+            return torch.zeros(len(x0_hat), device=x0_hat.device, dtype=x0_hat.dtype)
+        emb = self.embedder(x0_hat) if emb is None else emb
+        p = torch.sigmoid(self.memory.logit(emb).to(x0_hat.device))
+        return (p > self.renoise_threshold).to(x0_hat.dtype) * self.renoise_rho
 
     def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:
         if self.memory is None:

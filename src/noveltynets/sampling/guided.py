@@ -34,7 +34,9 @@ class GuidedModel:
 
     ``grad_mode="x0"`` (cheap): ∇_{x_t} ≈ ∇_{x̂0} / sqrt(ᾱ_t), eps from a no-grad pass.
     ``grad_mode="exact"``: ∇_{x_t} = (∂x̂0/∂x_t)ᵀ ∇_{x̂0}, one backward pass through the denoiser.
-    A term whose gradient has a NaN or Inf is skipped for that step, with a warning.
+    A term whose gradient has a NaN or Inf is skipped for that step, with a warning. Terms that
+    re-noise (``term.renoises``) are asked for ρ at x̂0 of the guided eps; the largest ρ per
+    sample goes to the sampler as ``extra["renoise"]`` (see :func:`~noveltynets.sampling.sample_batch`).
     """
 
     def __init__(self, eps_model, terms, alphas_cumprod: torch.Tensor, grad_mode: str = "x0"):
@@ -56,21 +58,31 @@ class GuidedModel:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
         progress = extra["i"] / extra["num_steps"]
         active = [term for term in self.terms if term.active(progress)]
-        if not active:
+        renoising = [term for term in self.terms if term.renoises(progress)]
+        if not active and not renoising:
             with torch.no_grad():
                 return self.eps_model(x, t, extra)
         a = self.alphas_cumprod.to(x.device)[t].view(-1, *[1] * (x.dim() - 1))
-        if self.grad_mode == "x0":
+        info = {**extra, "x": x, "alpha_bar": a}
+        if not active:
+            with torch.no_grad():
+                eps = self.eps_model(x, t, extra)
+        elif self.grad_mode == "x0":
             with torch.no_grad():
                 eps = self.eps_model(x, t, extra)
             x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            grad_x = self._term_grads(x0_hat, active, {**extra, "x": x, "eps": eps, "alpha_bar": a}) / a.sqrt()
+            eps = eps - (1 - a).sqrt() * self._term_grads(x0_hat, active, {**info, "eps": eps}) / a.sqrt()
         else:
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
                 eps = self.eps_model(x_in, t, extra)
                 x0_hat = (x_in - (1 - a).sqrt() * eps) / a.sqrt()
-                g0 = self._term_grads(x0_hat, active, {**extra, "x": x, "eps": eps.detach(), "alpha_bar": a})
+                g0 = self._term_grads(x0_hat, active, {**info, "eps": eps.detach()})
                 grad_x = torch.autograd.grad(x0_hat, x_in, grad_outputs=g0)[0]
-            eps = eps.detach()
-        return eps - (1 - a).sqrt() * grad_x
+            eps = eps.detach() - (1 - a).sqrt() * grad_x
+        if renoising:  # asked where the guided step leads: x̂0 of the guided eps
+            x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            rhos = [r for r in (term.renoise(x0_hat, {**info, "eps": eps}) for term in renoising) if r is not None]
+            if rhos:
+                extra["renoise"] = torch.stack(rhos).amax(0).clamp(0, 1)
+        return eps

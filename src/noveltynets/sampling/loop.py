@@ -64,11 +64,28 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> tuple[torch.Tenso
     return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens
 
 
+def renoise(x: torch.Tensor, eps: torch.Tensor, x0_hat: torch.Tensor, alpha_bar: torch.Tensor, rho: torch.Tensor,
+            generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """eps ← sqrt(1 − ρ²)·eps + ρ·ξ and x_t ← sqrt(ᾱ)·x̂0 + sqrt(1 − ᾱ)·eps, per sample: a share ρ of
+    the noise is re-drawn (ξ from each sample's own generator, drawn only where ρ > 0, so a
+    sample that is never re-noised follows exactly its plain trajectory)."""
+    rho = rho.to(eps.device, eps.dtype).view(-1, *[1] * (eps.dim() - 1))
+    xi = torch.zeros_like(eps)
+    for j in torch.nonzero(rho.flatten() > 0).flatten().tolist():
+        xi[j] = torch.randn(eps.shape[1:], generator=generators[j]).to(eps.device, eps.dtype)
+    hit = rho > 0
+    eps = torch.where(hit, (1 - rho ** 2).sqrt() * eps + rho * xi, eps)
+    return torch.where(hit, alpha_bar.sqrt() * x0_hat + (1 - alpha_bar).sqrt() * eps, x), eps
+
+
 @torch.no_grad()  # guidance terms that need gradients turn them on themselves
 def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Tensor, shape: tuple[int, ...],
                  eta: float = 0.0, clip: bool = True, callback: Callable[[dict], None] | None = None,
                  device: str | torch.device = "cpu") -> torch.Tensor:
-    """Denoise one batch from its seeds; ``model(x, t, extra) -> eps``. Returns x0 in [-1, 1]."""
+    """Denoise one batch from its seeds; ``model(x, t, extra) -> eps``. Returns x0 in [-1, 1].
+
+    The model may set ``extra["renoise"]`` to ρ (B,) in [0, 1] to have the share ρ of sample i's
+    noise re-drawn at this step (see :func:`renoise`); the other samples are untouched."""
     x, gens = initial_noise(seeds, shape)
     x = x.to(device) * scheduler.init_noise_sigma
     classes = classes.to(device)
@@ -86,9 +103,14 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
         if clip:
             x0_hat = x0_hat.clamp(-1, 1)
             eps = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
+        # 3. re-noising asked for by the model (extra["renoise"] = ρ): re-draw that share of the
+        #    noise from the sample's own generator, keeping x̂0; x_t stays a noisy version of x̂0
+        rho = extra.get("renoise")
+        if rho is not None and bool((rho > 0).any()):
+            x, eps = renoise(x, eps, x0_hat, a, rho, gens)
         if callback is not None:
             callback({"x": x, "i": i, "t": int(t), "eps": eps, "x0_hat": x0_hat})
-        # 3. scheduler step with the per-sample generators
+        # 4. scheduler step with the per-sample generators
         x = scheduler.step(eps, t, x, **step_kw).prev_sample
     return x.clamp(-1, 1)
 
