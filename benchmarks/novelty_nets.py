@@ -10,6 +10,7 @@ unrelated-memory ablations, and a second run continuing the same memory.
 ``auc``: how well a memory tells observed from fresh samples at growing history.
 ``trajectory``: how well it tells them apart from x̂0 at each sampling step (what guidance sees).
 ``alignment``: how well distances in each guidance embedder find the evaluation's near-dup pairs.
+``renoise``: re-noising triggered by the memory vs by an exact kNN oracle over the trajectories.
 Metrics use the evaluation embedder's features, never the guidance embedder.
 """
 
@@ -313,9 +314,73 @@ def memorization(args) -> dict:
     return {"rows": rows}
 
 
+class KnnRenoise:
+    """Oracle trigger for re-noising: sample i is re-noised at step k when its x̂0 embedding lies
+    closer to some earlier sample's x̂0 *at the same step* than τ_k (the ``q``-quantile of
+    nearest-neighbour distances among the reference pool's x̂0 at step k): exact kNN over the
+    whole history of trajectories, what the memory's re-noising check approximates."""
+
+    name, scale = "knn-renoise", 0.0
+
+    def __init__(self, embedder, taus: dict[int, torch.Tensor], stop: float):
+        self.embedder, self.taus, self.stop = embedder, taus, stop
+        self.history: dict[int, torch.Tensor] = {}
+        self.current: dict[int, torch.Tensor] = {}
+        self.flags = 0
+
+    def active(self, progress):  # no gradient
+        return False
+
+    def renoises(self, progress):
+        return progress < self.stop
+
+    def reset(self):
+        self.current = {}
+
+    @torch.no_grad()
+    def renoise(self, x0_hat, info):
+        i, e = info["i"], self.embedder(x0_hat)
+        self.current[i] = e
+        if i not in self.history:
+            return torch.zeros(len(e))
+        flag = torch.cdist(e, self.history[i]).min(1).values < self.taus[i]
+        self.flags += int(flag.sum())
+        return flag.float()
+
+    def on_samples_end(self, x0, info):
+        for i, e in self.current.items():
+            self.history[i] = torch.cat([self.history[i], e]) if i in self.history else e
+
+
+def renoise(args) -> dict:
+    """Re-noising (``novelty:scale=0,renoise_rho=1``) triggered by the memory vs by the exact kNN
+    oracle (:class:`KnnRenoise`), against plain sampling, on the same seeds."""
+    dev, model = args.device, load_model(device=args.device)
+    emb, kw = embedder_from_spec(args.embedder, model), _kw(args)
+    steps = [i for i in range(args.steps) if i / args.steps < args.renoise_stop]
+    rows = []
+    for klass in args.classes:
+        judge, seeds = Judge(klass, dev), list(range(args.n))
+        pool = pool_run(model, emb, range(POOL_SEEDS, POOL_SEEDS + args.pool), klass, kw["cfg"], args.steps, "ddim", steps, dev,
+                        batch_size=64).view(1 + len(steps), args.pool, -1)[1:]
+        nn = {k: torch.cdist(e, e).fill_diagonal_(float("inf")).min(1).values for k, e in zip(steps, pool)}
+        runs = [("plain", [])]
+        for q in args.quantiles:
+            runs.append((f"knn-oracle q={q}", [KnnRenoise(emb, {k: d.quantile(q) for k, d in nn.items()}, args.renoise_stop)]))
+        tc = {"scale": 0.0, "renoise_rho": 1.0, "renoise_stop": args.renoise_stop, **args.term_config}
+        runs.append(("memory " + json.dumps(tc), [NoveltyGuidance(**tc, memory=_memory(model, emb, _reference(
+            model, emb, klass, argparse.Namespace(**{**vars(args), "term_config": tc}), kw), args), embedder=emb)]))
+        for label, terms in runs:
+            run = sample(model, seeds, klass, guidance=terms, **kw)
+            flags = terms[0].flags / args.n if terms and hasattr(terms[0], "flags") else None
+            rows.append({"class": klass, "method": label, "flags_per_sample": flags, "seconds": run.seconds, **judge(run.images)})
+            print(json.dumps(rows[-1]), flush=True)
+    return {"rows": rows}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["protocol", "auc", "trajectory", "alignment", "overhead", "memorization"])
+    p.add_argument("what", choices=["protocol", "auc", "trajectory", "alignment", "overhead", "memorization", "renoise"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--quick", action="store_true")
@@ -337,6 +402,8 @@ def main():
     p.add_argument("--observe-steps", type=int, nargs="*", default=[],
                    help="trajectory: steps whose x̂0 embeddings the memory also observes (and the reference pool holds)")
     p.add_argument("--trajectories", type=Path, help="trajectory: cache of the sampled x̂0 trajectories (loaded if present, else written)")
+    p.add_argument("--quantiles", type=float, nargs="+", default=[0.6], help="renoise: the oracle's thresholds (quantiles of pool NN distances)")
+    p.add_argument("--renoise-stop", type=float, default=0.8, help="renoise: re-noise until this fraction of the run")
     p.add_argument("--epochs", type=int, default=20, help="memorization: rehearsal passes over the training images")
     p.add_argument("--repeats", type=int, default=5, help="overhead: interleaved repetitions")
     p.add_argument("--histories", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -350,7 +417,8 @@ def main():
         args.histories, args.n_test, args.sample_batch = [64], 32, 64
     t0 = time.time()
     result = {"args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)}}
-    result.update({"protocol": protocol, "auc": auc, "trajectory": trajectory, "alignment": alignment, "overhead": overhead, "memorization": memorization}[args.what](args))
+    result.update({"protocol": protocol, "auc": auc, "trajectory": trajectory, "alignment": alignment, "overhead": overhead, "memorization": memorization,
+                   "renoise": renoise}[args.what](args))
     result["wall_seconds"] = time.time() - t0
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,8 @@ def test_bench_quick_writes_every_output_and_novelty_cuts_near_dups(tmp_path):
     html = (out / "report.html").read_text()
     assert "pareto.png" in html and "grid_novelty.png" in html and "near_dup" in html
     assert "novelty" in r.output and "report.html" in r.output
+    logged = [json.loads(line[4:]) for line in r.output.splitlines() if line.startswith("row ")]  # each row as it was judged
+    assert [(x["setting"], x["near_dup"]) for x in logged] == [(x["setting"], round(x["near_dup"], 4)) for x in res["rows"]]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -177,7 +177,7 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,normalize=sample")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.5, "objective": "unseen",
-                              "normalize": "sample", "batch_weight": 0.0, "renoise_rho": 1.0, "renoise_threshold": 0.5,
+                              "normalize": "sample", "batch_weight": 0.0, "renoise_rho": 0.0, "renoise_threshold": 0.5,
                               "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert parse_guide("novelty:trajectory=false").trajectory is False
     with pytest.raises(NoveltynetsError, match="objective"):
@@ -316,9 +316,9 @@ def test_trajectory_points_spread_the_observed_steps_over_the_guided_window(tiny
     assert term.observed_steps(15) == term.active_steps(15) == list(range(8))  # 8 guided steps: all observed
     assert term.observed_steps(50) == [0, 3, 7, 10, 14, 17, 21, 24]  # 25 guided steps: 8 of them, first and last included
     assert NoveltyGuidance(stop=0.5, renoise_rho=0, trajectory_points=0).observed_steps(50) == list(range(25))
-    # re-noising (default: until 0.8 of the run) widens the window the memory must know
-    assert NoveltyGuidance().active_steps(50) == list(range(40))
-    assert NoveltyGuidance().observed_steps(50) == [0, 6, 11, 17, 22, 28, 33, 39]
+    # re-noising (until 0.8 of the run by default) widens the window the memory must know
+    assert NoveltyGuidance(renoise_rho=1).active_steps(50) == list(range(40))
+    assert NoveltyGuidance(renoise_rho=1).observed_steps(50) == [0, 6, 11, 17, 22, 28, 33, 39]
     with pytest.raises(NoveltynetsError, match="trajectory_points"):
         NoveltyGuidance(trajectory_points=-1)
     emb = PooledPixels(4)
@@ -438,8 +438,8 @@ def test_renoise_asks_only_for_samples_the_memory_has_seen(data, trained):
     assert torch.equal(rho, (p > 0.5).float() * 0.7)
     assert rho[:16].mean() > 0.6 and rho[16:].mean() < 0.2  # observed points re-noised, fresh ones left alone
     assert term.active(0.0) is False and term.renoises(0.0) and term.renoises(0.7) and not term.renoises(0.8)
-    assert not NoveltyGuidance(renoise_rho=0.0, memory=mem, embedder=emb).renoises(0.0)
-    assert not NoveltyGuidance(embedder=emb).renoises(0.0)  # no memory, nothing to recognise
+    assert not NoveltyGuidance(memory=mem, embedder=emb).renoises(0.0)  # off by default
+    assert not NoveltyGuidance(renoise_rho=1.0, embedder=emb).renoises(0.0)  # no memory, nothing to recognise
     for bad in ("renoise_rho=1.5", "renoise_threshold=-0.1", "stop=0.5,start=0.4,renoise_stop=0.3"):
         with pytest.raises(NoveltynetsError, match="renoise"):
             parse_guide("novelty:" + bad)
@@ -454,7 +454,7 @@ def test_renoising_memory_sends_a_seen_seed_elsewhere(tiny_cfg, scheduler_factor
     mem = NoveltyMemory(MemoryConfig(dim=16, embedder_id=emb.id, hidden=64, steps_per_observe=200, fourier=64, trajectory=True))
     pool = generate(tiny_cfg, make, list(range(100, 164)), [1] * 64, (1, 8, 8), 64)
     mem.set_reference(emb(pool.images))
-    term = NoveltyGuidance(scale=0.0, renoise_stop=1.0, trajectory_points=0, memory=mem, embedder=emb)
+    term = NoveltyGuidance(scale=0.0, renoise_rho=1.0, renoise_stop=1.0, trajectory_points=0, memory=mem, embedder=emb)
     guided = GuidedModel(tiny_cfg, [term], alphas)
     first = generate(guided, make, [3], [1], (1, 8, 8), 1, terms=[term]).images  # memory empty: the plain sample
     assert torch.equal(first, generate(tiny_cfg, make, [3], [1], (1, 8, 8), 1).images)

@@ -314,7 +314,9 @@ def bench(
     tmp = _prepare_out(out, overwrite)
     try:
         with progress_bar(len(cfg.classes) * len(methods), "bench", progress) as advance:
-            result = run_bench(cfg, m, advance=advance)
+            # each row as it is judged, on stderr: a long run that is killed still leaves its rows in the log
+            result = run_bench(cfg, m, advance=advance, log=lambda row: typer.echo("row " + json.dumps(
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), err=True))
         meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "command": " ".join(["noveltynets", *sys.argv[1:]]), "device": cfg.device, "model": m.model_id,
                 "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,

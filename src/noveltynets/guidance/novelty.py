@@ -54,7 +54,8 @@ class NoveltyGuidance(GuidanceTerm):
     objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
     normalize: str = "batch"  # "batch", "sample" or "none"
     batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
-    renoise_rho: float = 1.0  # share of the noise re-drawn where the memory says "seen" (0 = never re-noise)
+    renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
+    # worse than the push alone on the 50-step protocol, see docs/benchmarks/novelty)
     renoise_threshold: float = 0.5  # ... i.e. where P(seen | x̂0) is above this
     renoise_stop: float = 0.8  # ... until this fraction of the run (from ``start``)
     trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
