@@ -58,6 +58,8 @@ class NoveltyGuidance(GuidanceTerm):
     # worse than the push alone on the 50-step protocol, see docs/benchmarks/novelty)
     renoise_threshold: float = 0.5  # ... i.e. where P(seen | x̂0) is above this
     renoise_stop: float = 0.8  # ... until this fraction of the run (from ``start``)
+    subspace: int = 0  # > 0: push only along the top-k principal directions of the memory's reference embeddings
+    # (the directions in which the model's own samples vary), not off the data manifold; 0 = off
     trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
     trajectory_points: int = 8  # ... at this many of them, evenly spaced (0 = all): with 50 steps, all 25 guided x̂0 per
     # sample would outnumber the finished samples 25:1 in the memory's replay and its reference pool
@@ -75,6 +77,8 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: need start <= renoise_stop <= 1, got renoise_stop={self.renoise_stop}")
         if self.objective not in ("unseen", "seen"):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
+        if self.subspace < 0:
+            raise NoveltynetsError(f"novelty: subspace must be >= 0, got {self.subspace}")
         if self.trajectory_points < 0:
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
         if self.normalize not in ("batch", "sample", "none"):
@@ -90,6 +94,18 @@ class NoveltyGuidance(GuidanceTerm):
         if self.batch_weight and len(emb) > 1:
             logp = logp - self.batch_weight * batch_log_seen(emb)
         return logp
+
+    def _basis(self) -> torch.Tensor:
+        """(dim, k): the top-``subspace`` principal directions of the memory's reference embeddings (cached)."""
+        ref = self.memory.negatives
+        key = (id(ref), len(ref), self.subspace)
+        if getattr(self, "_basis_key", None) != key:
+            if len(ref) < 2:
+                raise NoveltynetsError("novelty: subspace needs a memory with reference embeddings")
+            centred = (ref - ref.mean(0)).float()
+            self._basis_cache = torch.linalg.svd(centred, full_matrices=False).Vh[: self.subspace].T.contiguous()
+            self._basis_key = key
+        return self._basis_cache
 
     def _knows(self) -> bool:
         """A memory that has observed nothing knows nothing: its untrained logit would only add noise."""
@@ -137,7 +153,12 @@ class NoveltyGuidance(GuidanceTerm):
             use_batch = bool(self.batch_weight) and len(emb) > 1
             if self._knows():
                 logit = self.memory.logit(emb).to(emb.device)
-                dlogit = torch.autograd.grad(logit.sum(), x, retain_graph=use_batch)[0]
+                if self.subspace:  # ∇_e logit projected onto the reference's principal directions, then through the embedder
+                    basis = self._basis().to(emb.device)
+                    g_e = torch.autograd.grad(logit.sum(), emb, retain_graph=True)[0]
+                    dlogit = torch.autograd.grad(emb, x, grad_outputs=g_e @ basis @ basis.T, retain_graph=use_batch)[0]
+                else:
+                    dlogit = torch.autograd.grad(logit.sum(), x, retain_graph=use_batch)[0]
                 p = torch.sigmoid(logit.detach())
                 weight = -(p if self.objective == "unseen" else 1 - p)  # d log P(unseen)/d logit, or −d log P(seen)/d logit
                 total = total + weight.view(-1, *[1] * (x.dim() - 1)) * self._unit(dlogit)
