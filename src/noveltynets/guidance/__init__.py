@@ -9,6 +9,7 @@ from ..errors import NoveltynetsError
 from .base import REGISTRY, GuidanceTerm
 from .novelty import NoveltyGuidance
 from .point import PointGuidance
+from .repel import RepelGuidance
 
 
 def _convert(value: str, typ, key: str, name: str):
@@ -42,4 +43,4 @@ def parse_guide(spec: str) -> GuidanceTerm:
     return GuidanceTerm.from_dict(cfg)
 
 
-__all__ = ["REGISTRY", "GuidanceTerm", "NoveltyGuidance", "PointGuidance", "parse_guide"]
+__all__ = ["REGISTRY", "GuidanceTerm", "NoveltyGuidance", "PointGuidance", "RepelGuidance", "parse_guide"]
