@@ -91,7 +91,9 @@ def sample(
     steps: int = typer.Option(50, "--steps", help="Number of denoising steps."),
     scheduler: str = typer.Option("ddim", "--scheduler", help="ddim, ddpm, dpm++ or unipc."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Initial-noise temperature (scales the starting noise; 1 = off)."),
     guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...]; repeatable."),
+    filter_spec: Optional[str] = typer.Option(None, "--filter", "-f", help="Outer-loop filter NAME[:key=value,...]: oversample, knn-filter, lsh-filter."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
     memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named novelty memory to guide with and update (created if missing)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite)."),
@@ -110,7 +112,10 @@ def sample(
     import torch
 
     from .data import make_grid, save_png, to_uint8
+    from .filters import parse_filter
     from .guidance import parse_guide
+    from .models.unet import NULL_CLASS
+    from .progress import progress_bar
     from . import sampling
     from .models import load_model
     from .sampling import make_scheduler, parse_seeds
@@ -132,7 +137,10 @@ def sample(
         raise NoveltynetsError(f"--grad-mode must be x0 or exact, got {grad_mode!r}")
     if not cfg >= 0 or not eta >= 0:
         raise NoveltynetsError("--cfg and --eta must be non-negative numbers")
+    if not temperature > 0:
+        raise NoveltynetsError(f"--temperature must be positive, got {temperature}")
     terms = [parse_guide(spec) for spec in guide]
+    filt = parse_filter(filter_spec) if filter_spec else None
     dev = _device(device)
     t_load = time.perf_counter()
     m = load_model(model, device=dev)
@@ -144,7 +152,18 @@ def sample(
 
     try:
         # 2. sample
-        run = sampling.sample(m, seed_list, klass, cfg, steps, scheduler, eta, terms, grad_mode, batch_size, dev, progress)
+        def generate(s, show=progress):
+            return sampling.sample(m, s, klass, cfg, steps, scheduler, eta, terms, grad_mode, batch_size, dev, show,
+                                   temperature=temperature)
+
+        if filt is None:
+            run = generate(seed_list)
+        else:  # keep one image per seed slot; the seeds they came from go into samples.npz and the manifest
+            t0 = time.perf_counter()
+            with progress_bar(n, f"{filt.name} (kept)", enabled=progress) as advance:
+                fr = filt.run(lambda s: generate(s, False).images, seed_list, batch_size, advance)
+            run = sampling.SampleRun(fr.images, fr.seeds, [klass if klass is not None else NULL_CLASS] * n, [time.perf_counter() - t0])
+            seed_list = fr.seeds
         # 3. write everything into the temporary folder, then move it into place
         images = to_uint8(run.images)
         for i, img in enumerate(images):
@@ -158,8 +177,9 @@ def sample(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["noveltynets", *sys.argv[1:]]),
             "settings": {"class": klass, "n": n, "batch_size": batch_size, "seeds": seeds or f"0-{n - 1}", "cfg": cfg if klass is not None else 1.0,
-                         "steps": steps, "scheduler": scheduler, "eta": eta, "grad_mode": grad_mode, "guidance": [t.to_dict() for t in terms],
-                         "device": dev},
+                         "steps": steps, "scheduler": scheduler, "eta": eta, "temperature": temperature, "grad_mode": grad_mode,
+                         "guidance": [t.to_dict() for t in terms], "device": dev,
+                         "filter": {**filt.to_dict(), "generated": fr.generated, "kept_seeds": fr.seeds} if filt else None},
             "model": {"id": m.model_id, "path": str(m.path)},
             "memory": memory_info() if memory_info else None,
             "timings": {"model_load_s": round(load_s, 3), "sampling_s": round(run.seconds, 3), "per_sample_s": round(run.seconds / n, 4),

@@ -1,10 +1,12 @@
 """The benchmark's methods: a registry of ways to make N samples of a class on given seeds.
 
-A method is written ``NAME[:key=value,...]``. ``cfg`` and ``eta`` are understood by every
-method; the other keys belong to the method. Names resolve in order: a method registered
-here with :func:`register` (``plain``, ``novelty``, later the outer-loop filters), then any
+A method is written ``NAME[:key=value,...]``. ``cfg``, ``eta`` and ``temp`` (initial-noise
+temperature) are understood by every method, so the plain knobs are ``plain:cfg=1``,
+``plain:eta=1``, ``plain:temp=0.9``; the other keys belong to the method. Names resolve in
+order: a method registered here with :func:`register` (``plain``, ``novelty``), then any
 guidance term of :mod:`noveltynets.guidance` (a fresh term per class, its keys as in
-``noveltynets sample --guide``).
+``noveltynets sample --guide``), then any outer-loop filter of :mod:`noveltynets.filters`
+(over plain sampling, its keys as in ``--filter``; its cost counts every candidate made).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import NoveltynetsError
+from ..filters import FILTERS, parse_filter
 from ..guidance import REGISTRY as GUIDANCE, NoveltyGuidance, parse_guide
 from ..sampling import sample
 
@@ -60,8 +63,9 @@ class Method:
             self.settings[key.strip()] = value.strip()
         self.cfg = self._pop("cfg", float, 2.0)
         self.eta = self._pop("eta", float, 0.0)
-        if self.cfg < 0 or self.eta < 0:
-            raise NoveltynetsError(f"method {self.spec!r}: cfg and eta must be non-negative")
+        self.temp = self._pop("temp", float, 1.0)
+        if self.cfg < 0 or self.eta < 0 or not self.temp > 0:
+            raise NoveltynetsError(f"method {self.spec!r}: cfg and eta must be non-negative and temp positive")
 
     def _pop(self, key: str, typ: type, default):
         if key not in self.settings:
@@ -81,7 +85,7 @@ class Method:
 
     def _sample(self, ctx: Context, klass: int, seeds: list[int], guidance=()) -> MethodRun:
         run = sample(ctx.model, seeds, klass, self.cfg, ctx.steps, "ddim", self.eta, list(guidance),
-                     batch_size=ctx.batch_size, device=ctx.device)
+                     batch_size=ctx.batch_size, device=ctx.device, temperature=self.temp)
         return MethodRun(run.images.cpu(), run.seconds)
 
 
@@ -93,10 +97,19 @@ class Plain(Method):
     def __init__(self, spec: str):
         super().__init__(spec)
         if self.settings:
-            raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta")
+            raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta, temp")
 
     def run(self, ctx, klass, seeds):
-        return self._sample(ctx, klass, seeds)
+        out = self._sample(ctx, klass, seeds)
+        store = plain_store(ctx, self, klass)  # the filters' candidates r = 0 are these very images
+        for s, img in zip(seeds, out.images):
+            store.setdefault(s, (img, out.seconds / len(seeds)))
+        return out
+
+
+def plain_store(ctx: Context, method: Method, klass: int) -> dict:
+    """seed -> (plain image, seconds it took to make) for one class and one cfg/eta/temp, shared by a run's methods."""
+    return ctx.cache.setdefault(("plain-images", klass, method.cfg, method.eta, method.temp, ctx.steps), {})
 
 
 class GuidanceMethod(Method):
@@ -154,11 +167,48 @@ class Novelty(GuidanceMethod):
         return out
 
 
+class FilterMethod(Method):
+    """An outer-loop filter over plain sampling, one fresh filter (and history) per class.
+
+    A plain image depends on its seed only, so candidates are made once per run and shared by
+    every filter setting (and the plain baseline): its cost is the filter's own time plus, for
+    every candidate it asked for, the time that candidate took to make (in batches of
+    ``batch_size``), whether or not another setting asked for it first."""
+
+    def __init__(self, spec: str):
+        super().__init__(spec)
+        self.name = self.spec.partition(":")[0]
+        self.filter_spec = self.name + ":" + ",".join(f"{k}={v}" for k, v in self.settings.items())
+        parse_filter(self.filter_spec)  # validate now
+
+    def run(self, ctx, klass, seeds):
+        store, asked, making = plain_store(ctx, self, klass), [], [0.0]
+
+        def generate(batch):
+            asked.extend(batch)
+            missing = [s for s in batch if s not in store]
+            for i in range(0, len(missing), ctx.batch_size):
+                chunk = missing[i:i + ctx.batch_size]
+                run = sample(ctx.model, chunk, klass, self.cfg, ctx.steps, "ddim", self.eta, batch_size=ctx.batch_size,
+                             device=ctx.device, temperature=self.temp)
+                making[0] += run.seconds
+                for s, img in zip(chunk, run.images.cpu()):
+                    store[s] = (img, run.seconds / len(chunk))
+            return torch.stack([store[s][0] for s in batch])
+
+        t0 = time.perf_counter()
+        out = parse_filter(self.filter_spec).run(generate, seeds, ctx.batch_size)
+        own = time.perf_counter() - t0 - making[0]
+        return MethodRun(out.images, own + sum(store[s][1] for s in asked), generated=out.generated)
+
+
 def parse_method(spec: str) -> Method:
     name = spec.strip().partition(":")[0]
     if name in METHODS:
         return METHODS[name](spec)
     if name in GUIDANCE:
         return GuidanceMethod(spec)
-    known = sorted(set(METHODS) | set(GUIDANCE))
+    if name in FILTERS:
+        return FilterMethod(spec)
+    known = sorted(set(METHODS) | set(GUIDANCE) | set(FILTERS))
     raise NoveltynetsError(f"unknown method {name!r}; known: {', '.join(known)}")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import NoveltynetsError
-from .base import GuidanceTerm
+from .base import GuidanceTerm, embedding_step
 
 
 def ball_correction(e: torch.Tensor, refs: list[torch.Tensor], radius: float) -> torch.Tensor:
@@ -47,6 +47,7 @@ class RepelGuidance(GuidanceTerm):
     scale: float = 1.0
     radius: float = 0.5  # in embedding units; pooled 8×8 pixels of one class: nearest-neighbour distances ~0.3–0.8
     overcompensation: float = 1.6  # λ
+    stop: float = 1.0  # to the last step, as in SPELL: the final sample is then outside every ball (at 0.95, 3/64 were not)
     history: bool = True  # earlier batches' finished samples are references
     in_batch: bool = True  # batch-mates earlier in the batch are references for the later ones
     embedder: str = "pooled-pixels:8"
@@ -59,54 +60,33 @@ class RepelGuidance(GuidanceTerm):
         from ..memory.embedders import embedder_from_spec
 
         self._embed = embedder_from_spec(self.embedder)  # needs no model: pooled pixels and the like
-        self._index = None
+        from ..memory.history import KnnHistory
+
+        self._history = KnnHistory(self._embed.dim)
         if self.references is not None:
             self.add(torch.as_tensor(self.references))
         self.interventions = 0  # samples moved, summed over steps (how sparse it is)
 
     def add(self, embeddings: torch.Tensor) -> None:
         """Add reference embeddings (N, dim) to the index."""
-        import faiss
-
-        e = embeddings.detach().float().cpu().contiguous()
-        if e.ndim != 2 or e.shape[1] != self._embed.dim or not torch.isfinite(e).all():
-            raise NoveltynetsError(f"repel: references must be finite (N, {self._embed.dim}), got {tuple(e.shape)}")
-        if self._index is None:
-            self._index = faiss.IndexFlatL2(self._embed.dim)
-        self._index.add(e.numpy())
+        try:
+            self._history.add(embeddings)
+        except NoveltynetsError as err:
+            raise NoveltynetsError(f"repel: references: {err}") from None
 
     @property
     def n_references(self) -> int:
-        return 0 if self._index is None else self._index.ntotal
-
-    def _neighbours(self, e: torch.Tensor) -> list[torch.Tensor]:
-        """For each row of e, the stored references within the radius (K_i, dim)."""
-        if self._index is None or self._index.ntotal == 0:
-            return [e[:0]] * len(e)
-        lims, _, ids = self._index.range_search(e.detach().float().cpu().contiguous().numpy(), self.radius ** 2)
-        return [torch.from_numpy(self._index.reconstruct_batch(ids[lims[i]:lims[i + 1]])).to(e) if lims[i + 1] > lims[i]
-                else e[:0] for i in range(len(e))]
+        return len(self._history)
 
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        with torch.enable_grad():
-            x = x0_hat.detach().requires_grad_(True)
-            e = self._embed(x)
-            refs = self._neighbours(e)
-            if self.in_batch:  # batch-mates j < i join i's references
-                refs = [torch.cat([r, e[:i].detach()]) for i, r in enumerate(refs)]
-            delta = self.overcompensation * ball_correction(e.detach(), refs, self.radius)
-            hit = delta.norm(dim=1) > 0
-            self.interventions += int(hit.sum())
-            if not hit.any():
-                return torch.zeros_like(x0_hat)
-            v = torch.autograd.grad(e, x, grad_outputs=delta, retain_graph=True)[0]  # Jᵀ·Δe
-            u = torch.zeros_like(e, requires_grad=True)  # J·v by the double-vjp trick: Jᵀu is linear in u, ∂(Jᵀu)/∂u·v = Jv
-            jt_u = torch.autograd.grad(e, x, grad_outputs=u, create_graph=True)[0]
-            jv = torch.autograd.grad(jt_u, u, grad_outputs=v)[0]  # J·Jᵀ·Δe
-        step = ((delta * jv).sum(1) / jv.pow(2).sum(1).clamp_min(1e-12)).view(-1, *[1] * (v.dim() - 1))
-        dx = torch.where(hit.view_as(step), step * v, torch.zeros_like(v))  # the x̂0 change that moves e by Δe
-        a = info.get("alpha_bar")
-        return dx * (a / (1 - a) if a is not None else 1.0)
+        with torch.no_grad():
+            e = self._embed(x0_hat)
+        refs = self._history.within(e, self.radius)
+        if self.in_batch:  # batch-mates j < i join i's references
+            refs = [torch.cat([r, e[:i]]) for i, r in enumerate(refs)]
+        delta = self.overcompensation * ball_correction(e, refs, self.radius)
+        self.interventions += int((delta.norm(dim=1) > 0).sum())
+        return embedding_step(self._embed, x0_hat, delta, info.get("alpha_bar"))
 
     def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:
         if self.history:

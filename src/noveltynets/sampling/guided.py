@@ -7,6 +7,7 @@ tensor of timesteps and ``extra`` a dict holding at least ``classes`` (B,) and t
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -37,6 +38,7 @@ class GuidedModel:
     A term whose gradient has a NaN or Inf is skipped for that step, with a warning. Terms that
     re-noise (``term.renoises``) are asked for ρ at x̂0 of the guided eps; the largest ρ per
     sample goes to the sampler as ``extra["renoise"]`` (see :func:`~noveltynets.sampling.sample_batch`).
+    Every term's ``conditioning(eps_model, extra)`` context is entered around each model call (CADS).
     """
 
     def __init__(self, eps_model, terms, alphas_cumprod: torch.Tensor, grad_mode: str = "x0"):
@@ -56,6 +58,12 @@ class GuidedModel:
         return total
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
+        with contextlib.ExitStack() as stack:
+            for term in self.terms:
+                stack.enter_context(term.conditioning(self.eps_model, extra))
+            return self._guided(x, t, extra)
+
+    def _guided(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
         progress = extra["i"] / extra["num_steps"]
         active = [term for term in self.terms if term.active(progress)]
         renoising = [term for term in self.terms if term.renoises(progress)]

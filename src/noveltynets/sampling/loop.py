@@ -81,13 +81,15 @@ def renoise(x: torch.Tensor, eps: torch.Tensor, x0_hat: torch.Tensor, alpha_bar:
 @torch.no_grad()  # guidance terms that need gradients turn them on themselves
 def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Tensor, shape: tuple[int, ...],
                  eta: float = 0.0, clip: bool = True, callback: Callable[[dict], None] | None = None,
-                 device: str | torch.device = "cpu") -> torch.Tensor:
+                 device: str | torch.device = "cpu", temperature: float = 1.0) -> torch.Tensor:
     """Denoise one batch from its seeds; ``model(x, t, extra) -> eps``. Returns x0 in [-1, 1].
+
+    ``temperature`` scales the initial noise (< 1: samples nearer the modes, > 1: further out).
 
     The model may set ``extra["renoise"]`` to ρ (B,) in [0, 1] to have the share ρ of sample i's
     noise re-drawn at this step (see :func:`renoise`); the other samples are untouched."""
     x, gens = initial_noise(seeds, shape)
-    x = x.to(device) * scheduler.init_noise_sigma
+    x = x.to(device) * scheduler.init_noise_sigma * temperature
     classes = classes.to(device)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     timesteps = scheduler.timesteps
@@ -132,7 +134,7 @@ class SampleRun:
 def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: list[int], classes: list[int],
              shape: tuple[int, ...], batch_size: int = 16, terms=(), eta: float = 0.0, clip: bool = True,
              device: str | torch.device = "cpu", show_progress: bool = False,
-             callback: Callable[[dict], None] | None = None) -> SampleRun:
+             callback: Callable[[dict], None] | None = None, temperature: float = 1.0) -> SampleRun:
     """Sample ``len(seeds)`` images in batches. Before each batch every term is ``reset()``;
     after it, every term sees the finished batch through ``on_samples_end`` (so memories learn)."""
     if len(classes) != len(seeds):
@@ -144,7 +146,8 @@ def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: li
             for term in terms:
                 term.reset()
             t0 = time.perf_counter()
-            x0 = sample_batch(model, scheduler_factory(), s, c, shape, eta=eta, clip=clip, callback=callback, device=device)
+            x0 = sample_batch(model, scheduler_factory(), s, c, shape, eta=eta, clip=clip, callback=callback, device=device,
+                              temperature=temperature)
             for term in terms:
                 term.on_samples_end(x0, {"seeds": s, "classes": c.to(x0.device)})
             if x0.device.type == "cuda":
@@ -157,12 +160,15 @@ def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: li
 
 def sample(model, seeds: list[int], klass: int | None = None, cfg: float = 2.0, steps: int = 50, scheduler: str = "ddim",
            eta: float = 0.0, guidance=(), grad_mode: str = "x0", batch_size: int = 16, device: str | torch.device = "cpu",
-           show_progress: bool = False, callback: Callable[[dict], None] | None = None) -> SampleRun:
+           show_progress: bool = False, callback: Callable[[dict], None] | None = None, temperature: float = 1.0) -> SampleRun:
     """Sample one image per seed from a :class:`~noveltynets.models.DiffusionModel`.
 
     ``klass=None`` samples unconditionally (CFG is then off); ``guidance`` is a list of
-    guidance terms, applied through :class:`GuidedModel`; ``callback`` sees every step (see :func:`sample_batch`).
+    guidance terms, applied through :class:`GuidedModel`; ``callback`` sees every step (see :func:`sample_batch`);
+    ``temperature`` scales the initial noise.
     """
+    if not temperature > 0:
+        raise NoveltynetsError(f"temperature must be positive, got {temperature}")
     from ..models.unet import NULL_CLASS
     from .guided import CFGDenoiser, GuidedModel
 
@@ -173,4 +179,4 @@ def sample(model, seeds: list[int], klass: int | None = None, cfg: float = 2.0, 
     classes = [klass if klass is not None else NULL_CLASS] * len(seeds)
     return generate(eps_model, lambda: make_scheduler(scheduler, model.scheduler_config, steps), list(seeds), classes,
                     model.image_shape, batch_size, terms=guidance, eta=eta, device=device, show_progress=show_progress,
-                    callback=callback)
+                    callback=callback, temperature=temperature)
