@@ -1,5 +1,6 @@
 """Sparse repellency (SPELL): the ball correction, its mapping to x̂0, references from history and the batch."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,10 +65,27 @@ def test_a_repeated_seed_is_sent_away_from_its_first_sample(tiny_cfg, scheduler_
 def test_repel_config_and_bad_input():
     term = parse_guide("repel:radius=0.8,overcompensation=1.2,in_batch=false")
     assert term.to_dict() == {"name": "repel", "scale": 1.0, "start": 0.0, "stop": 1.0, "radius": 0.8,
-                              "overcompensation": 1.2, "history": True, "in_batch": False, "embedder": "pooled-pixels:8"}
+                              "overcompensation": 1.2, "history": True, "in_batch": False, "embedder": "pooled-pixels:8",
+                              "protect": ""}
     for bad, msg in [("repel:radius=0", "positive"), ("repel:embedder=warp", "unknown embedder"),
                      ("repel:embedder=denoiser-mid", "needs the diffusion model")]:
         with pytest.raises(NoveltynetsError, match=msg):
             parse_guide(bad)
     with pytest.raises(NoveltynetsError, match="references: .*must be finite"):
         RepelGuidance(references=torch.zeros(3, 5))
+
+
+def test_a_protected_set_from_the_training_split_or_a_file(tmp_path):
+    assert RepelGuidance(protect="train", history=False).n_references == 4500
+    imgs = np.full((3, 32, 32), 255, dtype=np.uint8)
+    np.savez(tmp_path / "samples.npz", images=imgs)
+    term = RepelGuidance(protect=str(tmp_path / "samples.npz"))
+    assert term.n_references == 3
+    x0 = torch.ones(1, 1, 32, 32) * 0.99  # next to the protected all-ink image
+    assert term.grad(x0, {"alpha_bar": torch.tensor(0.5)}).abs().max() > 0
+    for bad in [str(tmp_path / "missing.npy"), __file__]:
+        with pytest.raises(NoveltynetsError, match="cannot read protected images"):
+            RepelGuidance(protect=bad)
+    np.save(tmp_path / "flat.npy", np.zeros(5, dtype=np.float32))
+    with pytest.raises(NoveltynetsError, match="must be"):
+        RepelGuidance(protect=str(tmp_path / "flat.npy"))

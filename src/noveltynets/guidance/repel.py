@@ -8,7 +8,7 @@ embeddings z_k, the correction
 moves it to the edge of each ball it is in, times the over-compensation λ (1.6 by default,
 the paper's choice, so that the denoiser's pull back does not land it inside again). It is
 zero for samples in no ball: the intervention is sparse. References are a protected set
-(e.g. training images), the finished samples of earlier batches (``history``, dynamic) and
+(``protect=train``: the training images, or a file of images), the finished samples of earlier batches (``history``, dynamic) and
 the batch-mates' current x̂0 (``in_batch``: sample i is repelled from batch-mates j < i, so
 earlier samples keep their course, as in the order the benchmark counts near-duplicates).
 Neighbours come from a faiss flat index (exact, radius search), which grows with history.
@@ -28,6 +28,29 @@ import torch
 
 from ..errors import NoveltynetsError
 from .base import GuidanceTerm, embedding_step
+
+
+def load_images(spec: str) -> torch.Tensor:
+    """``train`` (the shipped training split) or a .npy / .npz (key ``images``) of uint8 or [-1, 1] images, as (N, 1, H, W) in [-1, 1]."""
+    if spec == "train":
+        from ..data import load_split
+
+        return load_split("train").images
+    try:
+        import numpy as np
+
+        arr = np.load(spec)
+        arr = arr["images"] if hasattr(arr, "files") else arr
+    except (OSError, ValueError, KeyError) as err:
+        raise NoveltynetsError(f"repel: cannot read protected images from {spec!r} (use 'train', a .npy or a samples.npz): {err}") from None
+    x = torch.as_tensor(arr).float()
+    if arr.dtype == np.uint8:
+        x = x / 127.5 - 1
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or not torch.isfinite(x).all():
+        raise NoveltynetsError(f"repel: protected images must be (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    return x
 
 
 def ball_correction(e: torch.Tensor, refs: list[torch.Tensor], radius: float) -> torch.Tensor:
@@ -51,6 +74,7 @@ class RepelGuidance(GuidanceTerm):
     history: bool = True  # earlier batches' finished samples are references
     in_batch: bool = True  # batch-mates earlier in the batch are references for the later ones
     embedder: str = "pooled-pixels:8"
+    protect: str = ""  # a protected set: "train" (the shipped training split, 4,500 images) or a samples.npz / .npy of images
     references: Any = field(default=None, repr=False, compare=False, metadata={"config": False})  # protected set (N, dim)
 
     def __post_init__(self):
@@ -65,6 +89,9 @@ class RepelGuidance(GuidanceTerm):
         self._history = KnnHistory(self._embed.dim)
         if self.references is not None:
             self.add(torch.as_tensor(self.references))
+        if self.protect:
+            with torch.no_grad():
+                self.add(self._embed(load_images(self.protect)))
         self.interventions = 0  # samples moved, summed over steps (how sparse it is)
 
     def add(self, embeddings: torch.Tensor) -> None:
