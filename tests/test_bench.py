@@ -134,3 +134,35 @@ def test_bench_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
     r = invoke("bench", "--out", tmp_path / "o", "--no-progress", *args)
     assert r.exit_code == 2 and message in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def _fake_run(path, klass, methods=("plain", "repel")):
+    path.mkdir()
+    rows = [{"class": klass, "method": m, "setting": m, "n": 8, "near_dup": 0.1 * klass + i, "precision": 0.9, "vendi": 1.0 + i,
+             "cost_ratio": 1.0 + i, "adherence": 1.0} for i, m in enumerate(methods)]
+    config = {"methods": list(methods), "classes": [klass], "n": 8, "steps": 2, "batch_size": 8, "seed_offset": 0}
+    (path / "results.json").write_text(json.dumps({"command": f"bench {klass}", "config": config, "rows": rows}))
+    from noveltynets.data import make_grid, save_png
+    for m in methods:
+        save_png(make_grid(np.zeros((2, 32, 32), dtype=np.uint8)), path / f"grid_{m}.png")
+
+
+def test_bench_merge_joins_classes_and_refuses_mismatched_runs(tmp_path):
+    _fake_run(tmp_path / "a", 1)
+    _fake_run(tmp_path / "b", 7)
+    r = invoke("bench-merge", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert res["config"]["classes"] == [1, 7] and len(res["rows"]) == 4
+    repel = [m for m in res["means"] if m["setting"] == "repel"][0]
+    assert repel["near_dup"] == pytest.approx((0.1 + 1 + 0.7 + 1) / 2)
+    for f in ["pareto.png", "report.html", "results.csv", "grid_repel_class1.png", "grid_repel_class7.png"]:
+        assert (tmp_path / "m" / f).exists()
+    assert "grid_repel_class7.png" in (tmp_path / "m" / "report.html").read_text()
+    _fake_run(tmp_path / "c", 7)
+    _fake_run(tmp_path / "d", 3, methods=("plain",))
+    for args, msg in [((tmp_path / "b", tmp_path / "c"), "more than one run"), ((tmp_path / "a", tmp_path / "d"), "differs"),
+                      ((tmp_path / "a", tmp_path / "nope"), "no readable results.json"), ((tmp_path / "a",), "at least two")]:
+        r = invoke("bench-merge", *args, "--out", tmp_path / "x")
+        assert r.exit_code == 2 and msg in r.output, r.output
+        assert not (tmp_path / "x").exists()

@@ -354,6 +354,28 @@ def bench(
     typer.echo(f"wrote {out}/report.html")
 
 
+@app.command("bench-merge")
+@friendly
+def bench_merge(
+    runs: List[Path] = typer.Argument(..., help="Output folders of `noveltynets bench` runs on different classes."),
+    out: Path = typer.Option(Path("bench"), "--out", "-o", help="Output folder (must be empty or new)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+) -> None:
+    """Merge bench runs of the same methods on different classes (e.g. one process per class) into one report."""
+    from .bench.report import merge_outputs
+
+    if len(runs) < 2:
+        raise NoveltynetsError("bench-merge needs at least two run folders")
+    tmp = _prepare_out(out, overwrite)
+    try:
+        result = merge_outputs(runs, tmp)
+        _commit_out(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    typer.echo(f"merged {len(result['rows'])} rows of classes {result['config']['classes']} into {out}/report.html")
+
+
 memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")
 app.add_typer(memory_app, name="memory")
 StoreOpt = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite).")

@@ -6,6 +6,7 @@ import csv
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,15 @@ def slug(label: str) -> str:
 
 def write_outputs(result: dict, out: Path, meta: dict) -> None:
     """Everything ``noveltynets bench`` writes, into the (temporary) folder ``out``."""
+    grids = {}
+    for label, per_class in result["images"].items():
+        imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
+        grids[label] = [f"grid_{slug(label)}.png"]
+        save_png(make_grid(imgs, ncols=16), out / grids[label][0])
+    _write_results(result, out, meta, grids)
+
+
+def _write_results(result: dict, out: Path, meta: dict, grids: dict[str, list[str]]) -> None:
     rows, means = result["rows"], result["means"]
     (out / "results.json").write_text(json.dumps({**meta, "config": result["config"], "rows": rows, "means": means}, indent=2))
     keys = list(dict.fromkeys(k for r in rows + means for k in r))
@@ -30,13 +40,49 @@ def write_outputs(result: dict, out: Path, meta: dict) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows + means)
-    grids = {}
-    for label, per_class in result["images"].items():
-        imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
-        grids[label] = f"grid_{slug(label)}.png"
-        save_png(make_grid(imgs, ncols=16), out / grids[label])
     pareto(means, out / "pareto.png")
     (out / "report.html").write_text(report_html(result, meta, grids))
+
+
+def merge_outputs(dirs: list[Path], out: Path) -> dict:
+    """One benchmark from runs of the same methods and settings on different classes (e.g. one process per
+    class on a multi-core CPU): rows side by side, means over all classes, each run's grids. Each row's
+    cost ratio stays the one measured against plain in its own run. Returns the merged result."""
+    from ..errors import NoveltynetsError
+    from .runner import mean_rows
+
+    runs = []
+    for d in dirs:
+        try:
+            runs.append(json.loads((Path(d) / "results.json").read_text()))
+        except (OSError, ValueError) as err:
+            raise NoveltynetsError(f"bench-merge: {d} holds no readable results.json ({err})") from None
+    same = ("methods", "n", "steps", "batch_size", "seed_offset")
+    for d, r in zip(dirs[1:], runs[1:]):
+        diff = [k for k in same if r["config"].get(k) != runs[0]["config"].get(k)]
+        if diff:
+            raise NoveltynetsError(f"bench-merge: {d} differs from {dirs[0]} in {', '.join(diff)}")
+    classes = [c for r in runs for c in r["config"]["classes"]]
+    if len(set(classes)) != len(classes):
+        raise NoveltynetsError(f"bench-merge: a class appears in more than one run: {classes}")
+    rows = [row for r in runs for row in r["rows"]]
+    config = {**runs[0]["config"], "classes": classes}
+    grids: dict[str, list[str]] = {}
+    for d, r in zip(dirs, runs):
+        tag = "_".join(map(str, r["config"]["classes"]))
+        for label in r["config"]["methods"] if "plain" in r["config"]["methods"] else ["plain", *r["config"]["methods"]]:
+            src = Path(d) / f"grid_{slug(label)}.png"
+            if src.exists():
+                name = f"grid_{slug(label)}_class{tag}.png"
+                shutil.copyfile(src, out / name)
+                grids.setdefault(label, []).append(name)
+    meta = {"created": runs[0].get("created"), "merged_from": [{"dir": str(d), "command": r.get("command"),
+            "created": r.get("created")} for d, r in zip(dirs, runs)], "device": runs[0].get("device"),
+            "model": runs[0].get("model"), "versions": runs[0].get("versions"),
+            "command": " ; ".join(str(r.get("command")) for r in runs)}
+    result = {"config": config, "rows": rows, "means": mean_rows(rows)}
+    _write_results(result, out, meta, grids)
+    return result
 
 
 def pareto(means: list[dict], path: Path) -> None:
@@ -45,16 +91,22 @@ def pareto(means: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(dict.fromkeys(r["method"] for r in means))}
     for ax, key, xlabel in ((axes[0], "near_dup", "near-dup rate vs history (lower is better)"),
                             (axes[1], "vendi", "Vendi score (higher is better)")):
         for r in means:
-            ax.scatter(r[key], r["precision"], s=40, marker="s" if r["method"] == "plain" else "o")
-            ax.annotate(r["setting"], (r[key], r["precision"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.scatter(r[key], r["precision"], s=40, color=colours[r["method"]], marker="s" if r["method"] == "plain" else "o",
+                       label=r["method"])
+            short = r["setting"].partition(":")[2] or "default"
+            ax.annotate(short, (r[key], r["precision"]), fontsize=6, xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("precision (quality)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Quality vs novelty, mean over classes, one point per method setting")
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0].legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+    fig.suptitle("Quality vs novelty, mean over classes, one point per method setting (colour: method)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -75,8 +127,8 @@ def report_html(result: dict, meta: dict, grids: dict[str, str]) -> str:
     cfg = result["config"]
     settings = html.escape(json.dumps({k: v for k, v in cfg.items() if k != "methods"}))
     grid_html = "".join(f"<h3>{html.escape(label)}</h3><p>first {GRID_PER_CLASS} samples of each class "
-                        f"({', '.join(map(str, cfg['classes']))}), one class after another</p><img src='{html.escape(f)}'>"
-                        for label, f in grids.items())
+                        f"({', '.join(map(str, cfg['classes']))}), one class after another</p>"
+                        + "".join(f"<img src='{html.escape(f)}'>" for f in files) for label, files in grids.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>noveltynets benchmark</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
