@@ -166,3 +166,17 @@ def test_bench_merge_joins_classes_and_refuses_mismatched_runs(tmp_path):
         r = invoke("bench-merge", *args, "--out", tmp_path / "x")
         assert r.exit_code == 2 and msg in r.output, r.output
         assert not (tmp_path / "x").exists()
+
+
+def test_combined_guidance_methods_run_all_their_terms():
+    from noveltynets.bench.methods import Combo, Context
+    m = parse_method("novelty:scale=1,pool=4,cfg=3+particle:scale=2,cfg=3")
+    assert isinstance(m, Combo) and m.name == "novelty+particle" and m.cfg == 3.0
+    assert m.label == "novelty:scale=1,pool=4,cfg=3+particle:scale=2,cfg=3"
+    ctx = Context(model=load_model(), steps=2, batch_size=4)
+    terms = m.make_terms(ctx, 7)
+    assert [t.name for t in terms] == ["novelty", "particle"] and terms[0].memory is not None and terms[1].scale == 2.0
+    for bad, msg in [("plain+particle", "only guidance methods"), ("particle:cfg=1+repel", "different cfg"),
+                     ("particle+oversample", "only guidance methods"), ("particle+nope", "unknown method")]:
+        with pytest.raises(NoveltynetsError, match=msg):
+            parse_method(bad)

@@ -3,7 +3,8 @@
 A method is written ``NAME[:key=value,...]``. ``cfg``, ``eta`` and ``temp`` (initial-noise
 temperature) are understood by every method, so the plain knobs are ``plain:cfg=1``,
 ``plain:eta=1``, ``plain:temp=0.9``; the other keys belong to the method. Names resolve in
-order: a method registered here with :func:`register` (``plain``, ``novelty``), then any
+order: ``A+B`` combines guidance methods (:class:`Combo`), a method registered here with
+:func:`register` (``plain``, ``novelty``), then any
 guidance term of :mod:`noveltynets.guidance` (a fresh term per class, its keys as in
 ``noveltynets sample --guide``), then any outer-loop filter of :mod:`noveltynets.filters`
 (over plain sampling, its keys as in ``--filter``; its cost counts every candidate made).
@@ -122,10 +123,16 @@ class GuidanceMethod(Method):
         parse_guide(self.guide)  # validate now, before any sampling
 
     def make_terms(self, ctx: Context, klass: int) -> list:
+        """Fresh guidance terms for one class (with whatever one-off setup they need)."""
         return [parse_guide(self.guide)]
 
     def run(self, ctx, klass, seeds):
-        return self._sample(ctx, klass, seeds, self.make_terms(ctx, klass))
+        t0 = time.perf_counter()
+        terms = self.make_terms(ctx, klass)
+        setup = time.perf_counter() - t0
+        out = self._sample(ctx, klass, seeds, terms)
+        out.setup_seconds = setup
+        return out
 
 
 @register
@@ -145,7 +152,7 @@ class Novelty(GuidanceMethod):
         self.guide = "novelty:" + ",".join(f"{k}={v}" for k, v in self.settings.items())
         parse_guide(self.guide)
 
-    def run(self, ctx, klass, seeds):
+    def make_terms(self, ctx, klass):
         from ..memory import embedder_from_spec
         from ..memory.setup import POOL_SEED_BASE, attach_memory, pool_run
         from ..memory.store import new_memory
@@ -154,17 +161,33 @@ class Novelty(GuidanceMethod):
         emb = embedder_from_spec(self.embedder, ctx.model)
         traj = term.observed_steps(ctx.steps) if term.trajectory else []
         key = ("pool", emb.id, klass, self.cfg, self.pool, tuple(traj))
-        t0 = time.perf_counter()
         if key not in ctx.cache:  # made once per run and shared by every novelty setting that needs it
             ctx.cache[key] = pool_run(ctx.model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + self.pool), klass, self.cfg,
                                       ctx.steps, "ddim", traj, ctx.device)
         memory = new_memory(emb, ctx.model.model_id, ctx.device, trajectory=bool(traj))
         memory.set_reference(ctx.cache[key], n_final=self.pool)
         attach_memory([term], memory, emb)
-        setup = time.perf_counter() - t0
-        out = self._sample(ctx, klass, seeds, [term])
-        out.setup_seconds = setup
-        return out
+        return [term]
+
+
+class Combo(GuidanceMethod):
+    """Several guidance methods at once, ``A+B`` (e.g. ``novelty:scale=1+particle:scale=3``): every part's
+    terms act together. ``cfg``, ``eta`` and ``temp`` may be given in any part and must agree."""
+
+    def __init__(self, spec: str):
+        Method.__init__(self, spec.partition("+")[0])
+        self.spec = spec.strip()
+        self.parts = [parse_method(p) for p in self.spec.split("+")]
+        if any(not isinstance(p, GuidanceMethod) for p in self.parts) or len(self.parts) < 2:
+            raise NoveltynetsError(f"method {self.spec!r}: only guidance methods combine with '+'")
+        knobs = {(p.cfg, p.eta, p.temp) for p in self.parts}
+        if len(knobs) > 1:
+            raise NoveltynetsError(f"method {self.spec!r}: its parts set different cfg/eta/temp")
+        self.cfg, self.eta, self.temp = knobs.pop()
+        self.name = "+".join(p.name for p in self.parts)
+
+    def make_terms(self, ctx, klass):
+        return [t for p in self.parts for t in p.make_terms(ctx, klass)]
 
 
 class FilterMethod(Method):
@@ -203,6 +226,8 @@ class FilterMethod(Method):
 
 
 def parse_method(spec: str) -> Method:
+    if "+" in spec:
+        return Combo(spec)
     name = spec.strip().partition(":")[0]
     if name in METHODS:
         return METHODS[name](spec)
