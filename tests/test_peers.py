@@ -130,12 +130,13 @@ def test_farthest_point_and_k_medoids():
 
 
 def fake_generate(calls, layouts=None):
-    """Images that depend only on the seed: one of 5 layouts (``layouts[seed]``, else seed mod 4); equal layouts are near-copies."""
+    """Images that depend only on the seed: one of 5 layouts (``layouts[seed]``, else seed mod 4 for seeds below 1000
+    and 0 for the derived candidate seeds); equal layouts are near-copies."""
     def gen(seeds):
         calls.append(list(seeds))
         out = torch.full((len(seeds), 1, 8, 8), -1.0)
         for i, s in enumerate(seeds):
-            out[i, 0, : (layouts or {}).get(s, s % 4) + 1, :] = 1.0
+            out[i, 0, : (layouts or {}).get(s, s % 4 if s < 1000 else 0) + 1, :] = 1.0
             out[i, 0, 7, 7] = -1.0 + 1e-3 * (s % 97)
         return out
     return gen
@@ -179,8 +180,8 @@ def test_filter_specs_and_bad_input():
                      ("knn-filter:max_ratio=0", "max_ratio"), ("knn-filter:wat=1", "no setting")]:
         with pytest.raises(NoveltynetsError, match=msg):
             parse_filter(bad)
-    with pytest.raises(NoveltynetsError, match="2\\^32"):
-        KnnFilter().run(fake_generate([]), [2 ** 40])
+    with pytest.raises(NoveltynetsError, match="0..4294967295"):
+        KnnFilter().run(fake_generate([]), [2 ** 32])
     assert isinstance(parse_method("knn-filter:radius=0.4"), FilterMethod)
     assert isinstance(parse_method("particle:scale=2"), GuidanceMethod)
 
@@ -194,8 +195,23 @@ def test_cli_sample_with_a_filter_records_the_kept_seeds(tmp_path):
     assert m["settings"]["filter"]["generated"] == 8 and m["settings"]["temperature"] == 0.9
     kept = m["settings"]["filter"]["kept_seeds"]
     assert np.load(out / "samples.npz")["seeds"].tolist() == kept and len(set(kept)) == 4
-    assert all(s in range(4) or (s >> 32) == 1 for s in kept)
+    assert set(kept) <= {*range(4), *(candidate_seed(s, 1) for s in range(4))}
     bad = CliRunner().invoke(app, ["sample", "--class", "7", "--n", "4", "--filter", "oversample:k=0", "--out", str(tmp_path / "g")])
     assert bad.exit_code == 2 and "k >= 1" in bad.output and not (tmp_path / "g").exists()
     bad = CliRunner().invoke(app, ["sample", "--class", "7", "--n", "4", "--temperature", "0", "--out", str(tmp_path / "g")])
     assert bad.exit_code == 2 and "temperature" in bad.output
+
+
+def test_candidate_seeds_make_new_images_and_seeds_keep_to_32_bits(tiny_cfg, scheduler_factory):
+    from noveltynets.sampling import MAX_SEED, derived_seed, parse_seeds
+    make = scheduler_factory("ddim", 2)
+    seeds = [7, candidate_seed(7, 1), candidate_seed(7, 2)]
+    assert len(set(seeds)) == 3 and all(0 <= s <= MAX_SEED for s in seeds)
+    imgs = generate(tiny_cfg, make, seeds, [1] * 3, SHAPE, 3).images
+    assert not torch.allclose(imgs[0], imgs[1]) and not torch.allclose(imgs[1], imgs[2])
+    # torch's CPU generator keeps only 32 bits of a seed: larger seeds would silently repeat smaller ones
+    assert torch.equal(torch.randn(3, generator=torch.Generator().manual_seed(2 ** 32 + 5)),
+                       torch.randn(3, generator=torch.Generator().manual_seed(5)))
+    with pytest.raises(NoveltynetsError, match="0..4294967295"):
+        parse_seeds(str(2 ** 32))
+    assert derived_seed(1, 2) == derived_seed(1, 2) != derived_seed(2, 1)

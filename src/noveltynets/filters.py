@@ -16,8 +16,10 @@ benchmark), so its cost is honest: ``generated`` counts every candidate made.
 
 A slot that is rejected tries new seeds until ``max_ratio`` candidates have been made for it,
 then keeps the farthest of them (so a run always ends). Candidate seed r of the slot whose
-requested seed is s is ``s`` for r = 0 and ``(r << 32) | s`` after that (seeds below 2³² are
-required), so each image can be remade alone with ``noveltynets sample --seeds``.
+requested seed is s is ``s`` for r = 0 and a 32-bit seed derived from (s, r) after that
+(:func:`~noveltynets.sampling.seeds.derived_seed`; torch's CPU generator ignores the bits
+above 32, so ``(r << 32) | s`` would remake seed s), so each kept image can be remade alone
+with ``noveltynets sample --seeds``.
 Distances are in the filter's own embedder (pooled pixels by default), never the
 evaluation embedder.
 """
@@ -34,6 +36,7 @@ from .errors import NoveltynetsError
 from .memory.embedders import embedder_from_spec
 from .memory.history import KnnHistory
 from .memory.lsh import LSHBloom
+from .sampling.seeds import MAX_SEED, derived_seed
 from .spec import parse_spec
 
 FILTERS: dict[str, type["Filter"]] = {}
@@ -41,7 +44,7 @@ FILTERS: dict[str, type["Filter"]] = {}
 
 def candidate_seed(seed: int, r: int) -> int:
     """The r-th candidate of the slot whose requested seed is ``seed`` (r = 0 is the seed itself)."""
-    return seed if r == 0 else (r << 32) | seed
+    return seed if r == 0 else derived_seed(seed, r, 0xF117E5)
 
 
 def farthest_point(cands: torch.Tensor, m: int, history: torch.Tensor | None = None) -> list[int]:
@@ -104,8 +107,8 @@ class Filter:
 
     def run(self, generate: Callable[[list[int]], torch.Tensor], seeds: list[int], batch_size: int = 16,
             advance: Callable[[int], None] = lambda n: None) -> FilteredRun:
-        if any(not 0 <= s < 2 ** 32 for s in seeds):
-            raise NoveltynetsError(f"{self.name}: seeds must lie in 0..2^32-1 (extra candidates use the high bits)")
+        if any(not 0 <= s <= MAX_SEED for s in seeds):
+            raise NoveltynetsError(f"{self.name}: seeds must lie in 0..{MAX_SEED}")
         self.reset()
         images, used, made = [], [], 0
         for start in range(0, len(seeds), batch_size):

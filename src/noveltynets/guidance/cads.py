@@ -27,6 +27,7 @@ import torch
 
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS
+from ..sampling.seeds import derived_seed
 from .base import GuidanceTerm
 
 
@@ -88,7 +89,7 @@ class CADSGuidance(GuidanceTerm):
                 return y
             # row r of the (possibly 2B, cond first) model batch belongs to sample r mod B
             n = torch.stack([torch.randn(y.shape[1], generator=torch.Generator().manual_seed(
-                (int(seeds[r % len(seeds)]) * 1009 + step) % 2 ** 63)) for r in rows]).to(y)
+                derived_seed(seeds[r % len(seeds)], step, 0xCAD5))) for r in rows]).to(y)
             y = y.clone()
             y[rows] = cads_noise(y[rows], n, gamma, self.noise_scale, self.psi)
             return y

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from ..errors import NoveltynetsError
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**32 - 1  # torch's CPU generator (mt19937) keeps only a seed's low 32 bits: 2**32 + 5 gives seed 5's noise
+
+
+def derived_seed(*parts: int) -> int:
+    """A seed in 0..MAX_SEED derived from integers (BLAKE2b), e.g. (seed, candidate round) or (seed, step):
+    distinct inputs give independent noise, and it is the same in every process."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
 
 
 def parse_seeds(spec: str) -> list[int]:
