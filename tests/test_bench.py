@@ -159,10 +159,23 @@ def test_bench_merge_joins_classes_and_refuses_mismatched_runs(tmp_path):
     for f in ["pareto.png", "report.html", "results.csv", "grid_repel_class1.png", "grid_repel_class7.png"]:
         assert (tmp_path / "m" / f).exists()
     assert "grid_repel_class7.png" in (tmp_path / "m" / "report.html").read_text()
-    _fake_run(tmp_path / "c", 7)
-    _fake_run(tmp_path / "d", 3, methods=("plain",))
-    for args, msg in [((tmp_path / "b", tmp_path / "c"), "more than one run"), ((tmp_path / "a", tmp_path / "d"), "differs"),
-                      ((tmp_path / "a", tmp_path / "nope"), "no readable results.json"), ((tmp_path / "a",), "at least two")]:
+    # a later run with more methods on a class already merged, and the rows of a killed run's log
+    _fake_run(tmp_path / "c", 7, methods=("plain", "cads"))
+    log = tmp_path / "killed.log"
+    log.write_text("sampling...\n" + "row " + json.dumps({"class": 3, "method": "plain", "setting": "plain", "n": 8,
+                                                         "near_dup": 0.5, "precision": 0.8, "vendi": 1.0}) + "\n")
+    r = invoke("bench-merge", tmp_path / "b", tmp_path / "c", "--rows", log, "--out", tmp_path / "m2")
+    assert r.exit_code == 0 and "1 repeated" in r.output, r.output
+    res = json.loads((tmp_path / "m2" / "results.json").read_text())
+    assert [(x["class"], x["setting"]) for x in res["rows"]] == [(7, "plain"), (7, "repel"), (7, "cads"), (3, "plain")]
+    assert [m["n_classes"] for m in res["means"]] == [2, 1, 1]
+    _fake_run(tmp_path / "d", 3)
+    res_d = json.loads((tmp_path / "d" / "results.json").read_text())
+    res_d["config"]["n"] = 16
+    (tmp_path / "d" / "results.json").write_text(json.dumps(res_d))
+    (tmp_path / "empty.log").write_text("nothing\n")
+    for args, msg in [((tmp_path / "a", tmp_path / "d"), "differs"), ((tmp_path / "a", tmp_path / "nope"), "no readable results.json"),
+                      ((tmp_path / "a",), "at least two"), ((tmp_path / "a", "--rows", tmp_path / "empty.log"), "no rows")]:
         r = invoke("bench-merge", *args, "--out", tmp_path / "x")
         assert r.exit_code == 2 and msg in r.output, r.output
         assert not (tmp_path / "x").exists()

@@ -357,23 +357,26 @@ def bench(
 @app.command("bench-merge")
 @friendly
 def bench_merge(
-    runs: List[Path] = typer.Argument(..., help="Output folders of `noveltynets bench` runs on different classes."),
+    runs: Optional[List[Path]] = typer.Argument(None, help="Output folders of `noveltynets bench` runs (same n, steps, seeds)."),
+    rows: List[Path] = typer.Option([], "--rows", help="A log of a bench run (its 'row {json}' lines), e.g. of a run that was killed; repeatable."),
     out: Path = typer.Option(Path("bench"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
 ) -> None:
-    """Merge bench runs of the same methods on different classes (e.g. one process per class) into one report."""
+    """Merge bench runs (e.g. one process per class, or methods added later) into one report."""
     from .bench.report import merge_outputs
 
-    if len(runs) < 2:
-        raise NoveltynetsError("bench-merge needs at least two run folders")
+    runs = list(runs or [])
+    if len(runs) + len(rows) < 2:
+        raise NoveltynetsError("bench-merge needs at least two run folders or row logs")
     tmp = _prepare_out(out, overwrite)
     try:
-        result = merge_outputs(runs, tmp)
+        result = merge_outputs(runs, tmp, rows)
         _commit_out(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    typer.echo(f"merged {len(result['rows'])} rows of classes {result['config']['classes']} into {out}/report.html")
+    dropped = f" ({result['dropped']} repeated class/setting rows dropped)" if result["dropped"] else ""
+    typer.echo(f"merged {len(result['rows'])} rows of classes {result['config']['classes']} into {out}/report.html{dropped}")
 
 
 memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")

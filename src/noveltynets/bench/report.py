@@ -44,10 +44,35 @@ def _write_results(result: dict, out: Path, meta: dict, grids: dict[str, list[st
     (out / "report.html").write_text(report_html(result, meta, grids))
 
 
-def merge_outputs(dirs: list[Path], out: Path) -> dict:
-    """One benchmark from runs of the same methods and settings on different classes (e.g. one process per
-    class on a multi-core CPU): rows side by side, means over all classes, each run's grids. Each row's
-    cost ratio stays the one measured against plain in its own run. Returns the merged result."""
+def read_row_lines(path: Path) -> list[dict]:
+    """Rows from a log of ``noveltynets bench`` (its ``row {json}`` lines on stderr) or a file of JSON lines."""
+    from ..errors import NoveltynetsError
+
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise NoveltynetsError(f"bench-merge: cannot read {path} ({err})") from None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("row "):
+            line = line[4:]
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise NoveltynetsError(f"bench-merge: {path} has a line that is not JSON: {line[:60]}") from None
+    if not rows:
+        raise NoveltynetsError(f"bench-merge: {path} holds no rows")
+    return rows
+
+
+def merge_outputs(dirs: list[Path], out: Path, row_files: list[Path] = ()) -> dict:
+    """One benchmark from several runs on the same protocol (n, steps, batch size, seeds), e.g. one process
+    per class on a multi-core CPU, or more methods run later: rows side by side (a (class, setting) pair
+    seen twice keeps its first row), means over the classes each setting has, each run's grids. Rows may
+    also come from the logs of runs that never finished (``row_files``). Each row's cost ratio stays the
+    one measured against plain in its own run. Returns the merged result, with ``dropped`` duplicates."""
     from ..errors import NoveltynetsError
     from .runner import mean_rows
 
@@ -57,32 +82,43 @@ def merge_outputs(dirs: list[Path], out: Path) -> dict:
             runs.append(json.loads((Path(d) / "results.json").read_text()))
         except (OSError, ValueError) as err:
             raise NoveltynetsError(f"bench-merge: {d} holds no readable results.json ({err})") from None
-    same = ("methods", "n", "steps", "batch_size", "seed_offset")
+    same = ("n", "steps", "batch_size", "seed_offset")
     for d, r in zip(dirs[1:], runs[1:]):
         diff = [k for k in same if r["config"].get(k) != runs[0]["config"].get(k)]
         if diff:
             raise NoveltynetsError(f"bench-merge: {d} differs from {dirs[0]} in {', '.join(diff)}")
-    classes = [c for r in runs for c in r["config"]["classes"]]
-    if len(set(classes)) != len(classes):
-        raise NoveltynetsError(f"bench-merge: a class appears in more than one run: {classes}")
-    rows = [row for r in runs for row in r["rows"]]
-    config = {**runs[0]["config"], "classes": classes}
+    extra = [row for f in row_files for row in read_row_lines(f)]
+    n = runs[0]["config"]["n"] if runs else extra[0].get("n")
+    if any(row.get("n") != n for row in extra):
+        raise NoveltynetsError(f"bench-merge: rows with another number of samples than {n}")
+    rows, seen, dropped = [], set(), 0
+    for row in [row for r in runs for row in r["rows"]] + extra:
+        key = (row["class"], row["setting"])
+        if key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        rows.append(row)
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    config = {**(runs[0]["config"] if runs else {"n": n}), "classes": classes,
+              "methods": list(dict.fromkeys(r["setting"] for r in rows))}
     grids: dict[str, list[str]] = {}
     for d, r in zip(dirs, runs):
         tag = "_".join(map(str, r["config"]["classes"]))
-        for label in r["config"]["methods"] if "plain" in r["config"]["methods"] else ["plain", *r["config"]["methods"]]:
+        for label in dict.fromkeys(row["setting"] for row in r["rows"]):
             src = Path(d) / f"grid_{slug(label)}.png"
-            if src.exists():
+            if src.exists() and f"grid_{slug(label)}_class{tag}.png" not in grids.get(label, []):
                 name = f"grid_{slug(label)}_class{tag}.png"
                 shutil.copyfile(src, out / name)
                 grids.setdefault(label, []).append(name)
-    meta = {"created": runs[0].get("created"), "merged_from": [{"dir": str(d), "command": r.get("command"),
-            "created": r.get("created")} for d, r in zip(dirs, runs)], "device": runs[0].get("device"),
-            "model": runs[0].get("model"), "versions": runs[0].get("versions"),
+    first = runs[0] if runs else {}
+    meta = {"created": first.get("created"), "merged_from": [{"dir": str(d), "command": r.get("command"),
+            "created": r.get("created")} for d, r in zip(dirs, runs)] + [{"rows": str(f)} for f in row_files],
+            "device": first.get("device"), "model": first.get("model"), "versions": first.get("versions"),
             "command": " ; ".join(str(r.get("command")) for r in runs)}
     result = {"config": config, "rows": rows, "means": mean_rows(rows)}
     _write_results(result, out, meta, grids)
-    return result
+    return {**result, "dropped": dropped}
 
 
 def pareto(means: list[dict], path: Path) -> None:
@@ -119,7 +155,7 @@ def _table(rows: list[dict]) -> str:
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
-    body = "".join("<tr>" + "".join(f"<td>{cell(r[k])}</td>" for k in keys) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(k, '—'))}</td>" for k in keys) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -127,6 +127,6 @@ def mean_rows(rows: list[dict]) -> list[dict]:
     out = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
         rs = [r for r in rows if r["setting"] == setting]
-        mean = {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if isinstance(rs[0][k], float)}
-        out.append({"class": "mean", "method": rs[0]["method"], "setting": setting, "n": rs[0]["n"], **mean})
+        mean = {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if isinstance(rs[0][k], float) and all(k in r for r in rs)}
+        out.append({"class": "mean", "method": rs[0]["method"], "setting": setting, "n": rs[0]["n"], "n_classes": len(rs), **mean})
     return out
