@@ -131,16 +131,23 @@ def pareto(means: list[dict], path: Path) -> None:
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(dict.fromkeys(r["method"] for r in means))}
     for ax, key, xlabel in ((axes[0], "near_dup", "near-dup rate vs history (lower is better)"),
                             (axes[1], "vendi", "Vendi score (higher is better)")):
+        good = [r["precision"] for r in means if r["precision"] >= 0.5]
+        floor = min(good) - 0.03 if good and len(good) < len(means) else None  # far outliers would squash the rest
         for r in means:
-            ax.scatter(r[key], r["precision"], s=40, color=colours[r["method"]], marker="s" if r["method"] == "plain" else "o",
-                       label=r["method"])
+            y = r["precision"] if floor is None else max(r["precision"], floor)
+            ax.scatter(r[key], y, s=40, color=colours[r["method"]], label=r["method"],
+                       marker="v" if y != r["precision"] else "s" if r["method"] == "plain" else "o")
             short = r["setting"].partition(":")[2] or "default"
-            ax.annotate(short, (r[key], r["precision"]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+            if y != r["precision"]:
+                short += f" (precision {r['precision']:.2f}, off the scale)"
+            ax.annotate(short, (r[key], y), fontsize=6, xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("precision (quality)")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
+    unique: dict = {}
+    for label, handle in zip(labels, handles):
+        unique.setdefault(label, handle)  # each method's first point
     axes[0].legend(unique.values(), unique.keys(), fontsize=7, loc="best")
     fig.suptitle("Quality vs novelty, mean over classes, one point per method setting (colour: method)")
     fig.tight_layout()
