@@ -1,6 +1,6 @@
 """Outer-loop filters: generate more samples than asked for, keep the ones that differ.
 
-A filter never changes a sample; it decides which candidates to keep. ``run_filtered`` asks
+A filter never changes a sample; it decides which candidates to keep. ``Filter.run`` asks
 for candidates through ``generate(seeds) -> images`` and keeps one image per requested seed,
 batch by batch (``batch_size`` slots at a time, one history over the whole run as in the
 benchmark), so its cost is honest: ``generated`` counts every candidate made.
@@ -10,9 +10,9 @@ benchmark), so its cost is honest: ``generated`` counts every candidate made.
   picks so far) or k-medoids (the m most representative candidates of the m·k).
 - ``knn-filter:radius=0.5`` — a candidate closer than ``radius`` to any kept sample (earlier
   batches and earlier slots of its own batch; exact, faiss) is rejected and its slot tries again.
-- ``lsh-filter:bits=20,bands=6`` — the same, with "close" decided by an LSH + Bloom filter (centred on the
-  mean of the first batch of candidates)
-  (:class:`~noveltynets.memory.lsh.LSHBloom`): constant memory and time per lookup.
+- ``lsh-filter:bits=20,bands=6`` — the same, with "close" decided by an LSH + Bloom filter
+  (:class:`~noveltynets.memory.lsh.LSHBloom`, centred on the mean of the first batch of
+  candidates): constant memory and time per lookup.
 
 A slot that is rejected tries new seeds until ``max_ratio`` candidates have been made for it,
 then keeps the farthest of them (so a run always ends). Candidate seed r of the slot whose

@@ -77,6 +77,10 @@ class Method:
         except ValueError:
             raise NoveltynetsError(f"method {self.spec!r}: {key}={value!r} is not a valid {typ.__name__}") from None
 
+    def own_spec(self, name: str) -> str:
+        """``name:key=value,...`` of the settings left after the shared ones (cfg, eta, temp) were taken."""
+        return name + ":" + ",".join(f"{k}={v}" for k, v in self.settings.items())
+
     @property
     def label(self) -> str:
         return self.spec
@@ -119,7 +123,7 @@ class GuidanceMethod(Method):
     def __init__(self, spec: str):
         super().__init__(spec)
         self.name = self.spec.partition(":")[0]
-        self.guide = self.name + ":" + ",".join(f"{k}={v}" for k, v in self.settings.items())
+        self.guide = self.own_spec(self.name)
         parse_guide(self.guide)  # validate now, before any sampling
 
     def make_terms(self, ctx: Context, klass: int) -> list:
@@ -149,7 +153,7 @@ class Novelty(GuidanceMethod):
         self.embedder = self._pop("embedder", str, "pooled-pixels:8")
         if self.pool < 2:
             raise NoveltynetsError(f"method {self.spec!r}: pool must be at least 2")
-        self.guide = "novelty:" + ",".join(f"{k}={v}" for k, v in self.settings.items())
+        self.guide = self.own_spec("novelty")
         parse_guide(self.guide)
 
     def make_terms(self, ctx, klass):
@@ -201,7 +205,7 @@ class FilterMethod(Method):
     def __init__(self, spec: str):
         super().__init__(spec)
         self.name = self.spec.partition(":")[0]
-        self.filter_spec = self.name + ":" + ",".join(f"{k}={v}" for k, v in self.settings.items())
+        self.filter_spec = self.own_spec(self.name)
         parse_filter(self.filter_spec)  # validate now
 
     def run(self, ctx, klass, seeds):
