@@ -28,6 +28,7 @@ from noveltynets import metrics
 from noveltynets.bench.runner import Judge  # every metric of the benchmark, in the evaluation embedder's space
 from noveltynets.guidance import NoveltyGuidance
 from noveltynets.memory import embedder_from_spec
+from noveltynets.memory.embedders import DEFAULT_EMBEDDER
 from noveltynets.memory.setup import pool_run
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
@@ -84,12 +85,16 @@ def _frozen(term: NoveltyGuidance) -> NoveltyGuidance:
 
 
 def protocol(args) -> dict:
+    """Per class: plain, novelty (every --scales × --batch-weights), and for the first setting the
+    ablations: a second run continuing the memory (and plain's and the batch part's second runs),
+    a frozen memory of as many unrelated samples of the same class (other seeds) and of another
+    class, and the batch part alone (no memory). Second runs are judged against the first too."""
     dev, model = args.device, load_model(device=args.device)
     emb, kw = embedder_from_spec(args.embedder, model), _kw(args)
     rows = []
     for klass in args.classes:
         judge = Judge(klass, dev)
-        seeds = list(range(args.n))
+        seeds, later = list(range(args.n)), list(range(args.n, 2 * args.n))
         ref = _reference(model, emb, klass, args, kw)
 
         def record(method, setting, run, history=None):
@@ -102,28 +107,32 @@ def protocol(args) -> dict:
                     f.write(json.dumps(row) + "\n")
             return run
 
+        def unrelated(tc, of_class):
+            """The term with a frozen memory that observed ``args.n`` plain samples of ``of_class`` (other seeds), batch by batch."""
+            other = _embedded_run(model, emb, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), of_class, args, kw)
+            mem = _memory(model, emb, ref, args)
+            for chunk in other.split(args.batch, dim=1):  # as the guided run observed its own
+                mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1) if len(chunk) > 1 else None)
+            return _frozen(NoveltyGuidance(**tc, memory=mem, embedder=emb))
+
         plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))
         if args.ablations:  # the baseline for the continuation: plain sampling's next seeds against its first run
-            record("plain-continued", "cfg2", sample(model, range(args.n, 2 * args.n), klass, **kw), history=plain.images)
+            record("plain-continued", "cfg2", sample(model, later, klass, **kw), history=plain.images)
         for scale in args.scales:
             for bw in args.batch_weights:
                 tc = dict(scale=scale, batch_weight=bw, **args.term_config)
                 setting = ",".join(f"{k}={v}" for k, v in tc.items())
                 term = NoveltyGuidance(**tc, memory=_memory(model, emb, ref, args), embedder=emb)
                 run = record("novelty", setting, sample(model, seeds, klass, guidance=[term], **kw))
-                if args.ablations and scale == args.scales[0] and bw == args.batch_weights[0]:
-                    # continuation: the same memory, the next seeds, judged against the first run too
-                    record("novelty-continued", setting,
-                           sample(model, range(args.n, 2 * args.n), klass, guidance=[term], **kw), history=run.images)
-                    # ablation: a memory trained on an unrelated set of the same size, frozen
-                    other = _embedded_run(model, emb, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), klass, args, kw)
-                    mem = _memory(model, emb, ref, args)
-                    for chunk in other.split(args.batch, dim=1):  # batch by batch, as the guided run observed its own
-                        mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1))
-                    frozen = _frozen(NoveltyGuidance(**tc, memory=mem, embedder=emb))
-                    record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[frozen], **kw))
-                    record("batch-only", setting, sample(model, seeds, klass, guidance=[
-                        NoveltyGuidance(**{**tc, "batch_weight": max(bw, 1.0)}, embedder=emb)], **kw))
+                if not (args.ablations and scale == args.scales[0] and bw == args.batch_weights[0]):
+                    continue
+                record("novelty-continued", setting, sample(model, later, klass, guidance=[term], **kw), history=run.images)
+                record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[unrelated(tc, klass)], **kw))
+                record("other-class-memory", setting, sample(model, seeds, klass, guidance=[unrelated(tc, (klass + 5) % 10)], **kw))
+                if bw:  # the batch part alone: the same term without a memory
+                    batch = NoveltyGuidance(**tc, embedder=emb)
+                    first = record("batch-only", setting, sample(model, seeds, klass, guidance=[batch], **kw))
+                    record("batch-only-continued", setting, sample(model, later, klass, guidance=[batch], **kw), history=first.images)
     return {"rows": rows}
 
 
@@ -388,14 +397,14 @@ def main():
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--pool", type=int, default=256)
+    p.add_argument("--pool", type=int, default=128)
     p.add_argument("--scales", type=float, nargs="+", default=[NoveltyGuidance.scale])
-    p.add_argument("--batch-weights", type=float, nargs="+", default=[0.0])
-    p.add_argument("--embedder", default="pooled-pixels", help="guidance embedder spec, e.g. denoiser-mid:t=20")
+    p.add_argument("--batch-weights", type=float, nargs="+", default=[NoveltyGuidance.batch_weight])
+    p.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="guidance embedder spec, e.g. denoiser-mid:t=20")
     p.add_argument("--memory-config", type=json.loads, default={},
                    help='MemoryConfig fields as JSON, e.g. \'{"fourier": 0, "negative_jitter": 0}\' for the plain-MLP ablation')
     p.add_argument("--term-config", type=json.loads, default={},
-                   help='further NoveltyGuidance settings as JSON, e.g. \'{"stop": 0.5, "normalize": "sample"}\'')
+                   help='further NoveltyGuidance settings as JSON, e.g. \'{"stop": 0.5, "memory_weight": 1}\'')
     p.add_argument("--grad-mode", choices=["x0", "exact"], default="x0")
     p.add_argument("--no-ablations", dest="ablations", action="store_false",
                    help="protocol: only plain and the novelty grid (no continuation, unrelated-memory, batch-only)")

@@ -97,7 +97,7 @@ def sample(
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
     memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named novelty memory to guide with and update (created if missing)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite)."),
-    embedder: str = typer.Option("pooled-pixels:8", "--embedder", help="Novelty embedder: pooled-pixels[:N], multiscale-pooled[:2,4,8], denoiser-mid[:t=T]."),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Novelty embedder: pooled-pixels[:N], multiscale-pooled[:2,4,8], denoiser-mid[:t=T] (default: an existing memory's own, else pooled-pixels:16)."),
     negatives: str = typer.Option("pool", "--negatives", help="A new memory's reference negatives: pool (unguided samples), real or jitter."),
     pool_size: int = typer.Option(128, "--pool-size", help="Unguided samples in a new memory's reference pool (made once, cached)."),
     scope: str = typer.Option("user", "--scope", help="A new memory's scope: session, user or service."),
@@ -209,8 +209,8 @@ def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, 
         raise NoveltynetsError(f"--negatives must be pool, real or jitter, got {negatives!r}")
     if pool_size < 2:
         raise NoveltynetsError("--pool-size must be at least 2")
-    emb = embedder_from_spec(embedder_spec, m)
     st = MemoryStore(store_path)
+    emb = embedder_from_spec(_embedder_spec(st, name, embedder_spec), m)
     cfg_used = cfg if klass is not None else 1.0
     term = next(t for t in terms if isinstance(t, NoveltyGuidance))
     traj = term.observed_steps(steps) if term.trajectory and negatives == "pool" else []  # the pool's x̂0 where the term observes
@@ -229,6 +229,15 @@ def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, 
     start_version = version
     return lambda: {"name": name, "store": str(st.path), "embedder": emb.id, "version_before": start_version,
                     "version_after": observer.version, "n_seen": term.memory.n_seen}
+
+
+def _embedder_spec(store, name: str | None, spec: str | None) -> str:
+    """``--embedder`` if given, else the embedder an existing memory was made with, else the default."""
+    from .memory.embedders import DEFAULT_EMBEDDER, spec_of
+
+    if spec is not None:
+        return spec
+    return spec_of(store.info(name).embedder_id) if name is not None and store.exists(name) else DEFAULT_EMBEDDER
 
 
 @app.command("train-model")
@@ -454,7 +463,7 @@ def memory_pretrain(
     name: str,
     from_dataset: bool = typer.Option(False, "--from-dataset", help="Teach the memory the training images."),
     klass: Optional[int] = typer.Option(None, "--class", "-c", help="Only this digit's training images."),
-    embedder: str = typer.Option("pooled-pixels:8", "--embedder"),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Default: an existing memory's own, else pooled-pixels:16."),
     epochs: int = typer.Option(20, "--epochs", help="Passes over the training images."),
     model: Optional[Path] = typer.Option(None, "--model"),
     steps: int = typer.Option(50, "--steps", help="Steps of the reference pool's samples."),
@@ -477,8 +486,8 @@ def memory_pretrain(
     dev = _device(device)
     m = load_model(model, dev)
     _check_class(m, klass)
-    emb = embedder_from_spec(embedder, m)
     st = _store(store)
+    emb = embedder_from_spec(_embedder_spec(st, name, embedder), m)
     mem, version = open_memory(st, name, m, emb, klass, 2.0 if klass is not None else 1.0, steps, "ddim", "pool", pool_size,
                                "service", dev, progress)
     train = load_split("train")

@@ -144,13 +144,15 @@ class Novelty(GuidanceMethod):
     """Novelty guidance with a fresh memory per class that persists across the class's batches.
 
     Own keys: ``pool`` (unguided samples in the reference pool, default 128 as in ``sample``),
-    ``embedder`` (default ``pooled-pixels:8``); the rest go to the guidance term."""
+    ``embedder`` (default ``pooled-pixels:16``); the rest go to the guidance term."""
     name = "novelty"
 
     def __init__(self, spec: str):
         Method.__init__(self, spec)
         self.pool = self._pop("pool", int, 128)
-        self.embedder = self._pop("embedder", str, "pooled-pixels:8")
+        from ..memory.embedders import DEFAULT_EMBEDDER
+
+        self.embedder = self._pop("embedder", str, DEFAULT_EMBEDDER)
         if self.pool < 2:
             raise NoveltynetsError(f"method {self.spec!r}: pool must be at least 2")
         self.guide = self.own_spec("novelty")

@@ -1,59 +1,52 @@
-"""Novelty anti-guidance: push x̂0 away from what a memory has seen, plus in-batch repulsion.
+"""Novelty anti-guidance: move x̂0 away from what a memory has seen, and batch-mates away from each other.
 
-The memory says how likely an embedding is to have been generated before in this scope.
-``objective="unseen"`` (default) follows ∇ log P(unseen) = −P(seen)·∇logit, which is
-strong near history and vanishes far from it; ``objective="seen"`` follows −∇ log P(seen)
-= −(1 − P(seen))·∇logit, strongest far from history (measured: then an unrelated memory
-works as well as the real one, see docs/benchmarks/novelty). So that members of one
-batch do not converge on each other either, the batch's own x̂0 embeddings count as
-history for the other members: a kernel estimate log Σ_{j≠i} k(e_i, e_j) (RBF, median
-bandwidth) is added to log P(seen) with weight ``batch_weight``.
+Both parts say where each sample's embedding e = E(x̂0) should move (Δe, in embedding units);
+:func:`~noveltynets.guidance.base.embedding_step` turns Δe into the x̂0 change that moves it
+there, as particle guidance and SPELL do, so that x̂0 moves by ``scale`` times that change:
 
-The memory part is P(seen)·∇logit (objective "unseen"): with ``normalize="batch"``
-(default) ∇logit is divided by the batch's largest per-sample RMS, with ``"sample"`` by each
-sample's own, and the result times sqrt(ᾱ_t); the factor P(seen) is kept, so a sample far
-from history is not pushed (normalising the whole gradient instead rescaled those tiny
-pushes to full size, and then a memory of unrelated samples worked as well as the real one:
-the push was a perturbation). The batch part is normalised the same way, times
-``batch_weight``. In the cheap gradient mode the eps correction then has RMS up to
-``scale · (1 + batch_weight) · sqrt(1 − ᾱ_t)``, whatever the memory's logit scale.
+    Δe_i = memory_weight · ℓ · P(seen | e_i) · (−∇logit / ‖∇logit‖)          (memory)
+         + batch_weight · mean_{j≠i} k(e_i, e_j) (e_i − e_j)                   (batch)
+
+The memory part follows ∇ log P(unseen) = −P(seen)·∇logit in direction, with length
+``memory_weight`` · ℓ · P(seen): ℓ is the median nearest-neighbour distance of the memory's
+reference samples (its units), and the factor P(seen) means that a sample far from history is
+not pushed (measured: normalising every push to full size made an unrelated memory work as well
+as the real one, so the push was a perturbation). ``objective="seen"`` uses 1 − P(seen) instead.
+The batch part is particle guidance's RBF repulsion (median bandwidth, see
+:func:`~noveltynets.guidance.particle.rbf_repulsion`), so 16 samples of one batch are not
+near-copies of each other either: the memory knows earlier batches, the batch part the batch.
+
+Measured (docs/benchmarks/novelty): on 16×16 pooled pixels (the default embedder), a push of
+this form costs far less precision than the earlier one (an eps correction normalised per batch
+and stopped at half the run); 8×8 pooling gave blocky pushes and missed most near-duplicates.
 
 After each batch the memory observes the finished samples (``on_samples_end``) and, with
 ``trajectory=True`` (default) and a memory whose reference pool holds unguided x̂0 at the
-same steps, the batch's x̂0 at every guided step: a memory of finished samples only did
+same steps, the batch's x̂0 at the observed guided steps: a memory of finished samples only did
 not know, during the guided window, which trajectories were heading for history (measured:
-early-warning AUC ~0.5, see docs/benchmarks/novelty).
+early-warning AUC ~0.5).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import NoveltynetsError
-from .base import GuidanceTerm
-
-
-def batch_log_seen(emb: torch.Tensor) -> torch.Tensor:
-    """log Σ_{j≠i} exp(−‖e_i − e_j‖² / (2h²)), h² = median squared distance / 2 (B,)."""
-    d2 = torch.cdist(emb, emb).pow(2)
-    off = ~torch.eye(len(emb), dtype=torch.bool, device=emb.device)
-    h2 = d2[off].detach().median().clamp_min(1e-8) / 2
-    return torch.logsumexp((-d2 / (2 * h2)).masked_fill(~off, -math.inf), dim=1)
+from .base import GuidanceTerm, embedding_step
+from .particle import rbf_repulsion
 
 
 @dataclass
 class NoveltyGuidance(GuidanceTerm):
     name = "novelty"
-    scale: float = 0.5  # trajectory memory, 15 steps: class 7 0.213 -> 0.071 near-dups at -0.016 precision; 1.0 cut more (0.031) at -0.06 (docs/benchmarks/novelty)
-    stop: float = 0.5  # the layout is set in the first half; later pushes only cost quality (measured)
-    objective: str = "unseen"  # "unseen": maximise log P(unseen); "seen": minimise log P(seen)
-    normalize: str = "batch"  # "batch", "sample" or "none"
-    batch_weight: float = 0.0  # in-batch repulsion; measured: at weight 1 it costs ~0.3 precision (docs/benchmarks/novelty)
+    scale: float = 1.0
+    stop: float = 0.95  # as particle guidance: late pushes are what separates near-duplicates (stopping at 0.5 lost most of the cut)
+    memory_weight: float = 0.5  # push away from history, in units of the reference's nearest-neighbour distance, times P(seen)
+    batch_weight: float = 4.0  # in-batch RBF repulsion (particle guidance's); 0 = off
+    objective: str = "unseen"  # "unseen": weight P(seen) (strong near history only); "seen": weight 1 − P(seen)
     renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
     # worse than the push alone on the 50-step protocol, see docs/benchmarks/novelty)
     renoise_threshold: float = 0.5  # ... i.e. where P(seen | x̂0) is above this
@@ -61,8 +54,8 @@ class NoveltyGuidance(GuidanceTerm):
     subspace: int = 0  # > 0: push only along the top-k principal directions of the memory's reference embeddings
     # (the directions in which the model's own samples vary), not off the data manifold; 0 = off
     trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
-    trajectory_points: int = 8  # ... at this many of them, evenly spaced (0 = all): with 50 steps, all 25 guided x̂0 per
-    # sample would outnumber the finished samples 25:1 in the memory's replay and its reference pool
+    trajectory_points: int = 8  # ... at this many of them, evenly spaced (0 = all): with 50 steps, all 47 guided x̂0 per
+    # sample would outnumber the finished samples 47:1 in the memory's replay and its reference pool
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
@@ -81,19 +74,8 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: subspace must be >= 0, got {self.subspace}")
         if self.trajectory_points < 0:
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
-        if self.normalize not in ("batch", "sample", "none"):
-            raise NoveltynetsError(f"novelty: normalize must be 'batch', 'sample' or 'none', got {self.normalize!r}")
-
-    def log_prob(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        """log p of being *novel*: log P(unseen) (or −log P(seen)) − batch_weight · log(in-batch similarity)."""
-        emb = self.embedder(x0_hat)
-        logp = torch.zeros(len(emb), device=emb.device)
-        if self._knows():
-            logit = self.memory.logit(emb).to(emb.device)
-            logp = F.logsigmoid(-logit) if self.objective == "unseen" else -F.logsigmoid(logit)
-        if self.batch_weight and len(emb) > 1:
-            logp = logp - self.batch_weight * batch_log_seen(emb)
-        return logp
+        if self.memory_weight < 0 or self.batch_weight < 0:
+            raise NoveltynetsError(f"novelty: memory_weight and batch_weight must be >= 0, got {self.memory_weight} and {self.batch_weight}")
 
     def _basis(self) -> torch.Tensor:
         """(dim, k): the top-``subspace`` principal directions of the memory's reference embeddings (cached)."""
@@ -133,39 +115,34 @@ class NoveltyGuidance(GuidanceTerm):
     def _observes_trajectory(self) -> bool:
         return self.trajectory and self.memory is not None and self.memory.config.trajectory
 
-    def _unit(self, g: torch.Tensor) -> torch.Tensor:
-        """Divide by the batch's largest per-sample RMS ("batch") or by each sample's own ("sample")."""
-        if self.normalize == "none":
-            return g
-        rms = g.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (g.dim() - 1))
-        return g / (rms.max() if self.normalize == "batch" else rms).clamp_min(1e-12)
+    def memory_step(self, emb: torch.Tensor) -> torch.Tensor:
+        """Δe of the memory part (B, dim): ℓ · P(seen) · (−∇logit/‖∇logit‖) (``objective="seen"``: 1 − P(seen))."""
+        with torch.enable_grad():
+            e = emb.detach().to(self.memory.device).requires_grad_(True)
+            logit = self.memory.logit(e)
+            g = torch.autograd.grad(logit.sum(), e)[0]
+        if self.subspace:  # only along the reference's principal directions
+            basis = self._basis().to(g.device)
+            g = g @ basis @ basis.T
+        p = torch.sigmoid(logit.detach())
+        weight = p if self.objective == "unseen" else 1 - p
+        unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return (-self.memory.neighbour_distance() * weight[:, None] * unit).to(emb.device, emb.dtype)
 
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        """∇ log p, each part normalised on its own: the memory part keeps its factor P(seen)
-        (or 1 − P), so the normalisation only fixes the units of ∇logit and never inflates the
-        push of a sample the memory has not seen (that made an unrelated memory work as well)."""
-        with torch.enable_grad():
+        """The x̂0 change (scaled for the sampler, see :func:`embedding_step`) that moves each embedding by Δe."""
+        with torch.enable_grad():  # one embedder pass serves Δe, the trajectory record and the Gauss–Newton map
             x = x0_hat.detach().requires_grad_(True)
-            emb = self.embedder(x)
-            if not self.renoises(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
-                self._record(x0_hat, emb.detach(), info)  # else renoise() records, at x̂0 after this push
-            total = torch.zeros_like(x)
-            use_batch = bool(self.batch_weight) and len(emb) > 1
-            if self._knows():
-                logit = self.memory.logit(emb).to(emb.device)
-                if self.subspace:  # ∇_e logit projected onto the reference's principal directions, then through the embedder
-                    basis = self._basis().to(emb.device)
-                    g_e = torch.autograd.grad(logit.sum(), emb, retain_graph=True)[0]
-                    dlogit = torch.autograd.grad(emb, x, grad_outputs=g_e @ basis @ basis.T, retain_graph=use_batch)[0]
-                else:
-                    dlogit = torch.autograd.grad(logit.sum(), x, retain_graph=use_batch)[0]
-                p = torch.sigmoid(logit.detach())
-                weight = -(p if self.objective == "unseen" else 1 - p)  # d log P(unseen)/d logit, or −d log P(seen)/d logit
-                total = total + weight.view(-1, *[1] * (x.dim() - 1)) * self._unit(dlogit)
-            if use_batch:
-                total = total + self.batch_weight * self._unit(torch.autograd.grad(-batch_log_seen(emb).sum(), x)[0])
-        a = info.get("alpha_bar")
-        return total * (a.sqrt() if a is not None and self.normalize != "none" else 1.0)
+            graph = (x, self.embedder(x))
+        emb = graph[1].detach()
+        if not self.renoises(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
+            self._record(x0_hat, emb, info)  # else renoise() records, at x̂0 after this push
+        delta = torch.zeros_like(emb)
+        if self._knows() and self.memory_weight:
+            delta = delta + self.memory_weight * self.memory_step(emb)
+        if self.batch_weight and len(emb) > 1:
+            delta = delta + self.batch_weight * rbf_repulsion(emb.double()).to(emb.dtype)
+        return embedding_step(self.embedder, x0_hat, delta, info.get("alpha_bar"), graph)
 
     def _record(self, x0_hat: torch.Tensor, emb: torch.Tensor | None, info: dict) -> torch.Tensor | None:
         """At an observed step of a trajectory memory, keep the embedding of the clipped x̂0 (as the

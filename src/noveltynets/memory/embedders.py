@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from ..errors import NoveltynetsError
 
+DEFAULT_EMBEDDER = "pooled-pixels:16"  # of novelty memories: 8×8 pooling made blocky pushes and missed most near-duplicates (measured)
+
 
 class Embedder:
     """``embedder(x0) -> (B, dim)``, differentiable in ``x0`` (B, C, H, W) in [-1, 1]."""
@@ -84,6 +86,13 @@ class CallableEmbedder(Embedder):
 
     def __call__(self, x0):
         return self.fn(x0)
+
+
+def spec_of(embedder_id: str) -> str:
+    """The spec that rebuilds the embedder with this id (a denoiser's id also names its model)."""
+    if embedder_id.startswith("denoiser-mid:"):
+        return ":".join(embedder_id.split(":")[:2])
+    return embedder_id
 
 
 def embedder_from_spec(spec: str, model=None) -> Embedder:

@@ -138,6 +138,21 @@ class NoveltyMemory:
         """P(this sample has been generated in this scope), by the recall head."""
         return torch.sigmoid(self.recall_logit(embeddings))
 
+    def neighbour_distance(self) -> float:
+        """The memory's unit of length: the median nearest-neighbour distance among its reference
+        samples' finished embeddings (at most the first 1,024), or among observed samples if it has no
+        reference (jitter negatives). Guidance pushes are measured in it. Cached."""
+        ref = self.negatives[: self.n_ref_final] if self.n_ref_final >= 2 else self.replay_final if len(self.replay_final) >= 2 else self.replay
+        key = (id(ref), len(ref))
+        if getattr(self, "_nn_key", None) != key:
+            if len(ref) < 2:
+                raise NoveltynetsError("the memory has no reference and fewer than 2 observed samples: no unit of length yet")
+            x = ref[:1024].double()
+            d = torch.cdist(x, x)
+            d.fill_diagonal_(float("inf"))
+            self._nn, self._nn_key = float(d.min(1).values.median()), key
+        return self._nn
+
     # -- learning -------------------------------------------------------------------------
     def set_reference(self, negatives: torch.Tensor, n_final: int | None = None) -> None:
         """Reference embeddings (never generated in this scope); also fixes the input normalisation.
