@@ -169,7 +169,7 @@ def test_memory_errors_are_clear(tmp_path):
     store = tmp_path / "mem.sqlite"
     assert _novelty(tmp_path / "a", store).exit_code == 0
     r = _novelty(tmp_path / "b", store, "--embedder", "pooled-pixels:4")
-    assert r.exit_code == 2 and "was made with embedder 'pooled-pixels:16'" in r.stderr and not (tmp_path / "b").exists()
+    assert r.exit_code == 2 and "was made with embedder 'pooled-pixels:32'" in r.stderr and not (tmp_path / "b").exists()
     # without --embedder an existing memory is used with its own (a memory made before the default changed keeps working)
     assert _novelty(tmp_path / "e", tmp_path / "old.sqlite", "--embedder", "pooled-pixels:8").exit_code == 0
     r = _novelty(tmp_path / "f", tmp_path / "old.sqlite")

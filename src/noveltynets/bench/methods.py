@@ -144,7 +144,7 @@ class Novelty(GuidanceMethod):
     """Novelty guidance with a fresh memory per class that persists across the class's batches.
 
     Own keys: ``pool`` (unguided samples in the reference pool, default 128 as in ``sample``),
-    ``embedder`` (default ``pooled-pixels:16``); the rest go to the guidance term."""
+    ``embedder`` (default ``pooled-pixels:32``); the rest go to the guidance term."""
     name = "novelty"
 
     def __init__(self, spec: str):

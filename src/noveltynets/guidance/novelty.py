@@ -16,9 +16,10 @@ The batch part is particle guidance's RBF repulsion (median bandwidth, see
 :func:`~noveltynets.guidance.particle.rbf_repulsion`), so 16 samples of one batch are not
 near-copies of each other either: the memory knows earlier batches, the batch part the batch.
 
-Measured (docs/benchmarks/novelty): on 16×16 pooled pixels (the default embedder), a push of
-this form costs far less precision than the earlier one (an eps correction normalised per batch
-and stopped at half the run); 8×8 pooling gave blocky pushes and missed most near-duplicates.
+Measured (docs/benchmarks/novelty): on full-resolution pixels (``pooled-pixels:32``, the default
+embedder for 32×32 images) a push of this form costs far less precision than the earlier one (an
+eps correction normalised per batch and stopped at half the run); 8×8 pooling gave blocky pushes
+and missed most near-duplicates, 16×16 cost class 1 more precision for the same cut.
 
 After each batch the memory observes the finished samples (``on_samples_end``) and, with
 ``trajectory=True`` (default) and a memory whose reference pool holds unguided x̂0 at the
@@ -45,7 +46,7 @@ class NoveltyGuidance(GuidanceTerm):
     scale: float = 1.0
     stop: float = 0.95  # as particle guidance: late pushes are what separates near-duplicates (stopping at 0.5 lost most of the cut)
     memory_weight: float = 0.5  # push away from history, in units of the reference's nearest-neighbour distance, times P(seen)
-    batch_weight: float = 4.0  # in-batch RBF repulsion (particle guidance's); 0 = off
+    batch_weight: float = 5.5  # in-batch RBF repulsion (particle guidance's); 0 = off
     objective: str = "unseen"  # "unseen": weight P(seen) (strong near history only); "seen": weight 1 − P(seen)
     renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
     # worse than the push alone on the 50-step protocol, see docs/benchmarks/novelty)
