@@ -86,9 +86,15 @@ def _frozen(term: NoveltyGuidance) -> NoveltyGuidance:
 
 def protocol(args) -> dict:
     """Per class: plain, novelty (every --scales × --batch-weights), and for the first setting the
-    ablations: a second run continuing the memory (and plain's and the batch part's second runs),
-    a frozen memory of as many unrelated samples of the same class (other seeds) and of another
-    class, and the batch part alone (no memory). Second runs are judged against the first too."""
+    ablations, each with a memory of the same size at every batch, only its content differs:
+    - novelty-continued: a second run (the next seeds) continuing the memory of the first;
+    - unrelated-memory: a memory that learns, after each guided batch, as many unrelated plain
+      samples of the same class (other seeds) instead of the batch (other-class-memory: of class
+      (k + 5) mod 10);
+    - unrelated-continued: the second run with a memory that learnt as many unrelated samples
+      instead of the first run (then learns the second run's batches as novelty-continued does);
+    - batch-only(-continued): the batch part alone, no memory; plain-continued: plain's second run.
+    Second runs are judged against the first run's samples too."""
     dev, model = args.device, load_model(device=args.device)
     emb, kw = embedder_from_spec(args.embedder, model), _kw(args)
     rows = []
@@ -108,12 +114,23 @@ def protocol(args) -> dict:
             return run
 
         def unrelated(tc, of_class):
-            """The term with a frozen memory that observed ``args.n`` plain samples of ``of_class`` (other seeds), batch by batch."""
+            """The term with a memory that learns, after each batch it guides, the next ``--batch``
+            of ``args.n`` plain samples of ``of_class`` (other seeds) instead of that batch."""
             other = _embedded_run(model, emb, range(UNRELATED_SEEDS, UNRELATED_SEEDS + args.n), of_class, args, kw)
+            chunks = iter(other.split(args.batch, dim=1))
             mem = _memory(model, emb, ref, args)
-            for chunk in other.split(args.batch, dim=1):  # as the guided run observed its own
+
+            def observe_unrelated(_emb, _info):
+                chunk = next(chunks)
                 mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1) if len(chunk) > 1 else None)
-            return _frozen(NoveltyGuidance(**tc, memory=mem, embedder=emb))
+            return NoveltyGuidance(**tc, memory=mem, embedder=emb, observer=observe_unrelated), other
+
+        def taught(tc, embedded):
+            """The term with a fresh memory that has observed ``embedded`` (1 + K, N, dim) batch by batch, and learns on."""
+            mem = _memory(model, emb, ref, args)
+            for chunk in embedded.split(args.batch, dim=1):
+                mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1) if len(chunk) > 1 else None)
+            return NoveltyGuidance(**tc, memory=mem, embedder=emb)
 
         plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))
         if args.ablations:  # the baseline for the continuation: plain sampling's next seeds against its first run
@@ -127,8 +144,11 @@ def protocol(args) -> dict:
                 if not (args.ablations and scale == args.scales[0] and bw == args.batch_weights[0]):
                     continue
                 record("novelty-continued", setting, sample(model, later, klass, guidance=[term], **kw), history=run.images)
-                record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[unrelated(tc, klass)], **kw))
-                record("other-class-memory", setting, sample(model, seeds, klass, guidance=[unrelated(tc, (klass + 5) % 10)], **kw))
+                term_u, other = unrelated(tc, klass)
+                record("unrelated-memory", setting, sample(model, seeds, klass, guidance=[term_u], **kw))
+                record("unrelated-continued", setting, sample(model, later, klass, guidance=[taught(tc, other)], **kw),
+                       history=run.images)
+                record("other-class-memory", setting, sample(model, seeds, klass, guidance=[unrelated(tc, (klass + 5) % 10)[0]], **kw))
                 if bw:  # the batch part alone: the same term without a memory
                     batch = NoveltyGuidance(**tc, embedder=emb)
                     first = record("batch-only", setting, sample(model, seeds, klass, guidance=[batch], **kw))

@@ -60,19 +60,48 @@ def test_denoiser_features_and_callable_embedder(tiny_unet):
         embedder_from_spec("clip")
 
 
-@pytest.mark.parametrize("sigma_min, least", [(0.0, 0.9), (0.1, 0.7)])
-def test_memory_tells_observed_from_fresh(data, sigma_min, least):
-    """All Fourier scales at σ = 1 memorise points sharply; the default spreads them down to 0.1
-    (smoother, so it also rates near-duplicates of history as seen: measured on the model's
-    samples in docs/benchmarks/novelty) and memorises these random points less sharply."""
+@pytest.mark.parametrize("target, sigma_min, least", [("classify", 0.0, 0.9), ("classify", 0.1, 0.7), ("proximity", 0.1, 0.75)])
+def test_memory_tells_observed_from_fresh(data, target, sigma_min, least):
+    """Classify: all Fourier scales at σ = 1 memorise points sharply; spreading them down to 0.1
+    is smoother and memorises these random points less sharply. Proximity (default): observed
+    points are at distance 0 from history, fresh ones about one reference spacing away."""
     history, fresh, ref = data
-    mem = NoveltyMemory(cfg(fourier_sigma_min=sigma_min))
+    mem = NoveltyMemory(cfg(target=target, fourier_sigma_min=sigma_min))
     mem.set_reference(ref)
     for chunk in history.split(16):
         mem.observe(chunk)
     with torch.no_grad():
         assert auc(mem.logit(history), mem.logit(fresh)) > least
     assert mem.n_seen == 200
+
+
+def test_proximity_head_learns_the_distance_field_around_history(data):
+    """sigmoid(logit) follows exp(−d²/2r²) (d: distance to the nearest observed point in units of the
+    reference spacing ℓ), and −∇logit points away from the nearest observed point."""
+    history, fresh, ref = data
+    mem = NoveltyMemory(cfg(steps_per_observe=150))
+    mem.set_reference(ref)
+    seen = history[:48]
+    for chunk in seen.split(16):
+        mem.observe(chunk)
+    ell = mem.neighbour_distance()
+    d = torch.cdist(ref, ref).fill_diagonal_(float("inf")).min(1).values
+    assert ell == pytest.approx(float(d.median()), rel=1e-5)
+    g = torch.Generator().manual_seed(1)
+    near = seen + 0.5 * ell * torch.randn(seen.shape, generator=g) / 8 ** 0.5  # half a spacing off history
+    queries = torch.cat([near, fresh])
+    exact = torch.exp(-(torch.cdist(queries, seen).min(1).values / ell) ** 2 / (2 * 0.7 ** 2))
+    x = queries.clone().requires_grad_(True)
+    logit = mem.logit(x)
+    p = torch.sigmoid(logit.detach())
+    assert torch.corrcoef(torch.stack([p, exact]))[0, 1] > 0.8  # measured 0.88
+    away = near - seen
+    push = -torch.autograd.grad(logit.sum(), x)[0][: len(near)]
+    assert torch.nn.functional.cosine_similarity(push, away, dim=1).median() > 0.5  # measured 0.73
+    with pytest.raises(NoveltynetsError, match="needs reference negatives"):
+        MemoryConfig(dim=8, embedder_id="t", negatives="jitter")
+    with pytest.raises(NoveltynetsError, match="target must be"):
+        MemoryConfig(dim=8, embedder_id="t", target="regress")
 
 
 def test_memory_is_deterministic_and_round_trips(data):
@@ -117,7 +146,7 @@ def test_memory_bad_input(data):
         NoveltyMemory.from_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00garbage")
     with pytest.raises(NoveltynetsError):
         MemoryConfig(dim=8, embedder_id="x", negatives="maybe")
-    jitter = NoveltyMemory(cfg(negatives="jitter"))
+    jitter = NoveltyMemory(cfg(negatives="jitter", target="classify"))
     jitter.observe(history[:16])  # jitter negatives need no reference
     assert jitter.n_seen == 16
 
@@ -215,7 +244,7 @@ def test_pretrain_teaches_a_fixed_set_and_reports_progress(data):
 
     history, fresh, ref = data
     history = history[:64]
-    mem = NoveltyMemory(cfg(steps_per_observe=5, fourier_sigma_min=0.0))  # sharp: this checks the mechanics, on random points
+    mem = NoveltyMemory(cfg(steps_per_observe=5, fourier_sigma_min=0.0, target="classify"))  # sharp: the mechanics, on random points
     mem.set_reference(ref)
     calls, seen_idx = [], []
 
@@ -248,7 +277,7 @@ def test_isotropic_scaling_ignores_near_constant_dims(data, scaling):
     history, fresh, ref = (d.clone() for d in data)
     for d in (history, fresh, ref):
         d[:, 0] = 0.001 * torch.randn(len(d), generator=torch.Generator().manual_seed(1))
-    mem = NoveltyMemory(cfg(scaling=scaling, fourier_sigma_min=0.0))  # sharp, so that the scaling alone decides
+    mem = NoveltyMemory(cfg(scaling=scaling, fourier_sigma_min=0.0, target="classify"))  # sharp, so that the scaling alone decides
     mem.set_reference(ref)
     for chunk in history[:64].split(16):
         mem.observe(chunk)
