@@ -211,7 +211,7 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
     assert p[:16].mean() > p[16:].mean() and norms[:16].mean() > 2 * norms[16:].mean()
     assert torch.corrcoef(torch.stack([p, norms]))[0, 1] > 0.9
     seen = NoveltyGuidance(batch_weight=0.0, objective="seen", memory=mem, embedder=emb).grad(x, {}).flatten(1).norm(dim=1)
-    assert torch.allclose(norms + seen, torch.full_like(norms, mem.neighbour_distance() * 0.5), atol=1e-4)  # P + (1 − P) = 1
+    assert torch.allclose(norms + seen, torch.full_like(norms, mem.neighbour_distance() * term.memory_weight), atol=1e-4)  # P + (1 − P) = 1
 
 
 def test_novelty_term_config_and_parse():

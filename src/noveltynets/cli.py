@@ -98,7 +98,7 @@ def sample(
     memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named novelty memory to guide with and update (created if missing)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite)."),
     embedder: Optional[str] = typer.Option(None, "--embedder", help="Novelty embedder: pooled-pixels[:N], multiscale-pooled[:2,4,8], denoiser-mid[:t=T] (default: an existing memory's own, else pooled-pixels:32)."),
-    negatives: str = typer.Option("pool", "--negatives", help="A new memory's reference negatives: pool (unguided samples), real or jitter."),
+    negatives: str = typer.Option("pool", "--negatives", help="A new memory's reference negatives: pool (unguided samples), real or jitter (jitter: a classify memory)."),
     pool_size: int = typer.Option(128, "--pool-size", help="Unguided samples in a new memory's reference pool (made once, cached)."),
     scope: str = typer.Option("user", "--scope", help="A new memory's scope: session, user or service."),
     model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),

@@ -246,4 +246,6 @@ class MemoryStore:
 
 
 def new_memory(embedder, model_id: str = "", device: str | torch.device = "cpu", **config) -> NoveltyMemory:
+    if config.get("negatives") == "jitter":  # proximity targets are measured in a reference's spacing: a jitter memory classifies
+        config.setdefault("target", "classify")
     return NoveltyMemory(MemoryConfig(dim=embedder.dim, embedder_id=embedder.id, model_id=model_id, **config), device)
