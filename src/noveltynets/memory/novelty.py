@@ -269,8 +269,8 @@ class NoveltyMemory:
             # 1. positives: the new batch always, topped up from replay
             pos = torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))])
             if proximity:  # 2. queries around history and the reference, with their exact proximity
-                q = self._queries(torch.cat([pos, self._draw(self.negatives, half)]))
-                loss = self._step(self.logit, self.opt, q, self._proximity(q, rows))
+                q = self._queries(torch.cat([pos, self._draw(self.negatives, half)]))  # pos: rows a target must see
+                loss = self._step(self.logit, self.opt, q, self._proximity(q, torch.cat([rows, pos])))
             else:  # 2. negatives: reference embeddings, or jittered positives
                 if self.config.positive_jitter:
                     pos = pos + self._noise(pos, self.config.positive_jitter)
