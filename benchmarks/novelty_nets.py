@@ -78,6 +78,11 @@ def _memory(model, emb, ref: torch.Tensor, args):
     return mem
 
 
+def _observe(mem, chunk: torch.Tensor) -> None:
+    """Observe one (1 + K, B, dim) chunk of an embedded run: B finished samples, then their x̂0 at K steps."""
+    mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1) if len(chunk) > 1 else None)
+
+
 def _frozen(term: NoveltyGuidance) -> NoveltyGuidance:
     """The term with a memory that no longer learns from the samples it guides."""
     term.on_samples_end = lambda x0, info: None
@@ -121,15 +126,14 @@ def protocol(args) -> dict:
             mem = _memory(model, emb, ref, args)
 
             def observe_unrelated(_emb, _info):
-                chunk = next(chunks)
-                mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1) if len(chunk) > 1 else None)
+                _observe(mem, next(chunks))
             return NoveltyGuidance(**tc, memory=mem, embedder=emb, observer=observe_unrelated), other
 
         def taught(tc, embedded):
             """The term with a fresh memory that has observed ``embedded`` (1 + K, N, dim) batch by batch, and learns on."""
             mem = _memory(model, emb, ref, args)
             for chunk in embedded.split(args.batch, dim=1):
-                mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1) if len(chunk) > 1 else None)
+                _observe(mem, chunk)
             return NoveltyGuidance(**tc, memory=mem, embedder=emb)
 
         plain = record("plain", "cfg2", sample(model, seeds, klass, **kw))
@@ -227,7 +231,7 @@ def trajectory(args) -> dict:
     mem = _memory(model, emb, embed(pool, args.observe_steps), args)
     per_sample = embed(seen, args.observe_steps).view(1 + len(args.observe_steps), args.n, -1)
     for chunk in per_sample.split(args.batch, dim=1):  # batch by batch, as a sampling run observes
-        mem.observe(chunk[0], trajectory=chunk[1:].flatten(0, 1))
+        _observe(mem, chunk)
     judge = Judge(klass, dev)
     fs, ff = judge.ev.features(seen[-1]).numpy(), judge.ev.features(fresh[-1]).numpy()
     heading = np.linalg.norm(ff[:, None] - fs[None], axis=-1).min(1) < judge.tau  # fresh finals that are near-dups of seen ones
