@@ -169,6 +169,9 @@ def auc(args) -> dict:
     if args.embeddings and args.embeddings.exists():
         saved = torch.load(args.embeddings)
         history, fresh, ref = (saved[k].float().to(dev) for k in ("history", "fresh", "pool"))
+        if len(history) < biggest or len(fresh) < args.n_test or len(ref) < args.pool:
+            raise SystemExit(f"{args.embeddings} holds {len(history)}/{len(fresh)}/{len(ref)} history/fresh/pool embeddings; "
+                             f"this run needs {biggest}/{args.n_test}/{args.pool}: delete it to sample afresh")
         history, fresh, ref = history[:biggest], fresh[:args.n_test], ref[:args.pool]
     else:
         history = emb(sample(model, range(biggest), klass, **kw).images.to(dev))
