@@ -44,7 +44,7 @@ class MemoryConfig:
     hidden: int = 512
     layers: int = 2
     lr: float = 1e-3
-    steps_per_observe: int = 40
+    steps_per_observe: int = 20
     batch_size: int = 256
     replay: str = "reservoir"  # "reservoir" (fixed size) or "full" (keeps every positive)
     replay_size: int = 20_000
@@ -69,6 +69,7 @@ class MemoryConfig:
     proximity_sigma_min: float = 0.3  # the smooth head's Fourier frequency scales in proximity mode, per ℓ
     proximity_sigma: float = 3.0
     target_rows: int = 4096  # remembered rows the targets' distances are taken against (a random draw beyond)
+    query_rows: int = 2048  # proximity queries (with exact targets) made per update, cycled through its steps in batches
     seed: int = 0
 
     def __post_init__(self):
@@ -83,8 +84,9 @@ class MemoryConfig:
         if self.target == "proximity" and self.negatives == "jitter":
             raise NoveltynetsError("target='proximity' measures distances in units of the reference's spacing: "
                                    "it needs reference negatives ('pool' or 'real'), not 'jitter'")
-        if min(self.proximity_radius, self.query_jitter, self.proximity_sigma_min, self.proximity_sigma, self.target_rows) <= 0:
-            raise NoveltynetsError("proximity_radius, query_jitter, proximity sigmas and target_rows must be positive")
+        if min(self.proximity_radius, self.query_jitter, self.proximity_sigma_min, self.proximity_sigma, self.target_rows,
+               self.query_rows) <= 0:
+            raise NoveltynetsError("proximity_radius, query_jitter, proximity sigmas, target_rows and query_rows must be positive")
         if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size, self.recall_hidden) <= 0:
             raise NoveltynetsError("memory sizes and step counts must be positive")
 
@@ -136,20 +138,27 @@ class NoveltyMemory:
         return freqs, nn.Sequential(*layers, nn.Linear(dims[-1], 1)).to(self.device)
 
     # -- scoring --------------------------------------------------------------------------
-    def _logit(self, embeddings: torch.Tensor, freqs, net, raw: bool, unit: float | None = None) -> torch.Tensor:
+    def _features(self, embeddings: torch.Tensor, freqs, raw: bool, unit: float | None = None) -> torch.Tensor:
+        """A head's input: the normalised embedding's random Fourier features (and the embedding, with ``raw``)."""
         if embeddings.shape[-1] != self.config.dim:
             raise NoveltynetsError(f"embedding dimension {embeddings.shape[-1]} does not match the memory's {self.config.dim}")
         z = (embeddings.to(self.device) - self.mean) / (self.std if unit is None else unit)
         if freqs is not None:
             f = z @ freqs
             z = torch.cat([f.sin(), f.cos()] + [z] * raw, dim=-1)
-        return net(z).squeeze(-1)
+        return z
+
+    def _logit(self, embeddings: torch.Tensor, freqs, net, raw: bool, unit: float | None = None) -> torch.Tensor:
+        return net(self._features(embeddings, freqs, raw, unit)).squeeze(-1)
+
+    def _smooth_features(self, embeddings: torch.Tensor) -> torch.Tensor:
+        unit = self.neighbour_distance() if self.config.target == "proximity" else None
+        return self._features(embeddings, self.freqs, self.config.fourier_raw, unit)
 
     def logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, dim) → (B,) log-odds of "generated before, or near something that was"; differentiable:
         the smooth head, which guidance follows (in proximity mode, sigmoid(logit) ≈ exp(−d²/2r²))."""
-        unit = self.neighbour_distance() if self.config.target == "proximity" else None
-        return self._logit(embeddings, self.freqs, self.net, self.config.fourier_raw, unit)
+        return self.net(self._smooth_features(embeddings)).squeeze(-1)
 
     def recall_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head (the smooth one without it)."""
@@ -261,17 +270,15 @@ class NoveltyMemory:
         if len(self.replay) == 0:
             raise NoveltynetsError("nothing to rehearse: the memory has observed nothing")
         half, loss = self.config.batch_size, torch.tensor(0.0)
+        steps = steps if steps is not None else self.config.steps_per_observe
         proximity = self.config.target == "proximity"
-        if proximity:  # the rows the targets' distances are taken against: the new batch and (a draw of) replay
-            rows = self.replay if len(self.replay) <= self.config.target_rows else self._draw(self.replay, self.config.target_rows)
-            rows = torch.cat([new, rows])
-        for _ in range(steps if steps is not None else self.config.steps_per_observe):
-            # 1. positives: the new batch always, topped up from replay
-            pos = torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))])
-            if proximity:  # 2. queries around history and the reference, with their exact proximity
-                q = self._queries(torch.cat([pos, self._draw(self.negatives, half)]))  # pos: rows a target must see
-                loss = self._step(self.logit, self.opt, q, self._proximity(q, torch.cat([rows, pos])))
-            else:  # 2. negatives: reference embeddings, or jittered positives
+        if proximity:
+            queries = self._query_batches(new, min(steps, max(1, self.config.query_rows // (2 * half))))
+        for step in range(steps):
+            if proximity:  # 1. queries around history and the reference, with their exact proximity
+                loss = self._step(lambda f: self.net(f).squeeze(-1), self.opt, *queries[step % len(queries)])
+            else:  # 1. positives (the new batch always, topped up from replay) against reference rows or jittered positives
+                pos = torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))])
                 if self.config.positive_jitter:
                     pos = pos + self._noise(pos, self.config.positive_jitter)
                 if self.config.negatives == "jitter":
@@ -279,7 +286,7 @@ class NoveltyMemory:
                 else:
                     neg = self._jittered(self._draw(self.negatives, half))
                 loss = self._step(self.logit, self.opt, *self._labelled(pos, neg))
-            # 3. the recall head: finished samples only, against the reference's finished samples
+            # 2. the recall head: finished samples only, against the reference's finished samples
             if self.recall_net is not None and len(self.replay_final):
                 rpos = torch.cat([new[:min(n_final, half)], self._draw(self.replay_final, max(0, half - n_final))])
                 rneg = (rpos + self._noise(rpos, self.config.jitter_sigma) if self.config.negatives == "jitter"
@@ -287,6 +294,20 @@ class NoveltyMemory:
                 self._step(self.recall_logit, self.recall_opt, *self._labelled(rpos, rneg))
             self.train_steps += 1
         return float(loss.detach())
+
+    def _query_batches(self, new: torch.Tensor, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` training batches for the proximity head, (query features, exact targets): each has positives
+        (the new batch, topped up from replay) and as many reference rows, jittered by ``_queries``.
+        Targets are distances to the new batch, (a draw of) replay and the batch's own positives,
+        all ``n`` batches in one distance computation (the update's main cost: rehearse cycles
+        through these batches rather than drawing fresh queries at every step)."""
+        half = self.config.batch_size
+        rows = self.replay if len(self.replay) <= self.config.target_rows else self._draw(self.replay, self.config.target_rows)
+        pos = [torch.cat([new[:half], self._draw(self.replay, max(0, half - len(new)))]) for _ in range(n)]
+        q = torch.cat([self._queries(torch.cat([p, self._draw(self.negatives, half)])) for p in pos])
+        extra = torch.cat([p[len(new[:half]):] for p in pos])  # the drawn positives, which a target must see too
+        targets = self._proximity(q, torch.cat([new, rows, extra]))
+        return list(zip(self._smooth_features(q).chunk(n), targets.chunk(n)))  # features once, not at every step
 
     def _jittered(self, neg: torch.Tensor) -> torch.Tensor:
         return neg + self._noise(neg, self.config.negative_jitter) if self.config.negative_jitter else neg
