@@ -507,6 +507,71 @@ def memory_pretrain(
     typer.echo(f"memory {name!r} has seen {mem.n_seen} training images")
 
 
+minority_app = typer.Typer(no_args_is_help=True, help="Minority guidance (Um & Ye, ICLR 2024): score real images' uniqueness.")
+app.add_typer(minority_app, name="minority")
+
+
+@minority_app.command("score")
+@friendly
+def minority_score_cmd(
+    out: Path = typer.Option(Path("minority_scores.npz"), "--out", "-o", help="Scores file (.npz) to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    split: str = typer.Option("train", "--split", help="Real images to score: train, heldout or all."),
+    klass: Optional[int] = typer.Option(None, "--class", "-c", help="Only this digit's images."),
+    t: float = typer.Option(0.9, "--t", help="Noise level as a fraction of the schedule (the paper: 0.9)."),
+    draws: int = typer.Option(1, "--draws", help="Noise draws averaged per image."),
+    distance: str = typer.Option("perceptual", "--distance", help="perceptual (LPIPS-style over the shipped evaluation network), l1 or l2."),
+    levels: Optional[int] = typer.Option(None, "--levels", "-L", help="Quantile classes (default: about 450 images each)."),
+    conditional: bool = typer.Option(False, "--conditional/--unconditional", help="Reconstruct with each image's digit as the class (default: the null class, as in the paper)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise draws."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b"),
+    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Score real images by how much a one-shot reconstruction from t = 0.9T loses (high = rare), bin them into quantile classes, write --out."""
+    import numpy as np
+    import torch
+
+    from .data import load_split
+    from .minority import default_levels, minority_score, quantile_classes
+    from .models import load_model
+
+    if out.suffix != ".npz":
+        raise NoveltynetsError(f"--out must be a .npz file, got {out}")
+    if out.exists() and not overwrite:
+        raise NoveltynetsError(f"{out} exists (pass --overwrite to replace it)")
+    if split not in ("train", "heldout", "all"):
+        raise NoveltynetsError(f"unknown split {split!r}; use train, heldout or all")
+    if draws < 1 or batch_size < 1:
+        raise NoveltynetsError("--draws and --batch-size must be positive")
+    dev = _device(device)
+    m = load_model(model, dev)
+    _check_class(m, klass)
+    data = load_split(split)
+    index = torch.arange(len(data)) if klass is None else torch.nonzero(data.labels == klass).flatten()
+    images, digits = data.images[index], data.labels[index]
+    n_levels = levels if levels is not None else default_levels(len(images))
+    if not 2 <= n_levels <= len(images):
+        raise NoveltynetsError(f"--levels must be between 2 and the number of images ({len(images)}), got {n_levels}")
+    scores = minority_score(m, images, digits if conditional else None, t=t, draws=draws, distance=distance, seed=seed,
+                            batch_size=batch_size, device=dev, show_progress=progress)
+    classes, thresholds = quantile_classes(scores, n_levels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.npz")
+    try:
+        np.savez(tmp, scores=scores.numpy(), classes=classes.numpy(), thresholds=thresholds.numpy(), index=index.numpy(),
+                 digits=digits.numpy(), split=split, t=t, draws=draws, distance=distance, conditional=conditional, seed=seed,
+                 model_id=m.model_id)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise NoveltynetsError(f"cannot write {out}: {e.strerror or e}") from None
+    counts = classes.bincount(minlength=n_levels).tolist()
+    typer.echo(f"{len(scores)} images scored (mean {scores.mean():.4f}, min {scores.min():.4f}, max {scores.max():.4f}); "
+               f"{n_levels} quantile classes of {min(counts)}-{max(counts)} images; written to {out}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,141 @@
+"""Minority score (Um & Ye, "Don't Play Favorites", ICLR 2024, §3.1): how much detail a one-shot
+Tweedie reconstruction from a heavily noised copy loses.
+
+For a real image x0: x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε at t = 0.9T, then
+x̂0 = (x_t − sqrt(1 − ᾱ_t)·ε̂(x_t, t)) / sqrt(ᾱ_t), and the score is d(x0, x̂0), averaged
+over ``draws`` noises. Common images are restored well from little signal (the denoiser
+pulls them back to where most data lies); unique ones are not, so a high score means a
+minority sample. The paper uses LPIPS for d. LPIPS' ImageNet backbones cannot be downloaded
+here, so the default distance is LPIPS-style over a network that ships with the package
+(:class:`FeatureDistance` on the evaluation embedder); L1 and L2 are there too, and any
+callable ``(x, y) -> (N,)`` (e.g. an ``lpips.LPIPS`` instance whose weights the user has) works.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import NoveltynetsError
+from ..models.embedder import load_eval_embedder
+from ..models.unet import NULL_CLASS
+from ..progress import progress_bar
+
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FeatureDistance(nn.Module):
+    """LPIPS-style distance: at each tapped layer (after every ReLU of ``body``), features are
+    unit-normalised over channels, their squared differences averaged over space and summed
+    over channels; the layers' values are averaged. This is LPIPS without its learned
+    per-channel weights (the paper's "baseline" variant), over any convolutional ``body``."""
+
+    def __init__(self, body: nn.Sequential):
+        super().__init__()
+        self.body = body.eval().requires_grad_(False)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+
+        def walk(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            children = list(module.children())
+            if not children:
+                h = module(h)
+                if isinstance(module, nn.ReLU):
+                    out.append(h)
+                return h
+            for child in children:
+                h = walk(child, h)
+            return h
+
+        walk(self.body, x)
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        dev = next(self.body.parameters()).device
+        fx, fy = self._taps(x.to(dev)), self._taps(y.to(dev))
+        if not fx:
+            raise NoveltynetsError("FeatureDistance: the network has no ReLU layers to tap")
+        per_layer = []
+        for a, b in zip(fx, fy):
+            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
+            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
+            per_layer.append((a - b).pow(2).sum(1).mean(dim=(1, 2)))
+        return torch.stack(per_layer).mean(0)
+
+
+def get_distance(spec: str | Distance, device: str = "cpu") -> Distance:
+    """``"perceptual"`` (LPIPS-style over the shipped evaluation embedder), ``"l1"``, ``"l2"``
+    (per-pixel means), or a callable ``(x, y) -> (N,)`` / ``(N, 1, 1, 1)`` such as ``lpips.LPIPS``."""
+    if callable(spec):
+        return spec
+    if spec == "perceptual":
+        return FeatureDistance(load_eval_embedder(device=device).body)
+    if spec == "l1":
+        return lambda x, y: (x - y).abs().flatten(1).mean(1)
+    if spec == "l2":
+        return lambda x, y: (x - y).pow(2).flatten(1).mean(1)
+    raise NoveltynetsError(f"unknown distance {spec!r}: use 'perceptual', 'l1', 'l2' or a callable")
+
+
+def timestep_at(fraction: float, num_train_timesteps: int) -> int:
+    """The training timestep at ``fraction`` of the schedule (0.9 → 0.9T)."""
+    if not 0.0 < fraction <= 1.0:
+        raise NoveltynetsError(f"t must be a fraction of the schedule in (0, 1], got {fraction}")
+    return min(num_train_timesteps - 1, max(0, round(fraction * num_train_timesteps) - 1))
+
+
+@torch.no_grad()
+def minority_score(model, images: torch.Tensor, classes: torch.Tensor | None = None, t: float = 0.9, draws: int = 1,
+                   distance: str | Distance = "perceptual", seed: int = 0, batch_size: int = 256, device: str = "cpu",
+                   show_progress: bool = False) -> torch.Tensor:
+    """(N,) minority scores of ``images`` (N, C, H, W) in [-1, 1] under ``model`` (a
+    :class:`~noveltynets.models.unet.DiffusionModel`). ``classes``: each image's class for a
+    class-conditional reconstruction; default the null class (unconditional, as in the paper).
+    The noise of image i, draw k comes from seed ``seed + k·N + i``, so scores do not depend on
+    ``batch_size``. x̂0 is clipped to the data range [-1, 1]."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise NoveltynetsError(f"images must be (N, {', '.join(map(str, model.image_shape))}), got {tuple(images.shape)}")
+    if draws < 1 or batch_size < 1:
+        raise NoveltynetsError("draws and batch_size must be positive")
+    n = len(images)
+    classes = torch.full((n,), NULL_CLASS, dtype=torch.long) if classes is None else torch.as_tensor(classes, dtype=torch.long)
+    if classes.shape != (n,):
+        raise NoveltynetsError(f"need one class per image: {n} images, {tuple(classes.shape)} classes")
+    abar_all = model.alphas_cumprod
+    step = timestep_at(t, len(abar_all))
+    abar = abar_all[step].to(device)
+    dist = get_distance(distance, device)
+    scores = torch.zeros(n)
+    with progress_bar(n * draws, "minority score", enabled=show_progress) as advance:
+        for k in range(draws):
+            for start in range(0, n, batch_size):
+                x0 = images[start:start + batch_size].to(device)
+                gens = [torch.Generator().manual_seed(seed + k * n + i) for i in range(start, start + len(x0))]
+                eps = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
+                xt = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+                tt = torch.full((len(x0),), step, device=device, dtype=torch.long)
+                eps_hat = model.unet(xt, tt, class_labels=classes[start:start + len(x0)].to(device)).sample
+                x0_hat = ((xt - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).clamp(-1, 1)
+                d = torch.as_tensor(dist(x0, x0_hat)).reshape(len(x0), -1).mean(1)
+                scores[start:start + len(x0)] += d.float().cpu() / draws
+                advance(len(x0))
+    return scores
+
+
+def quantile_classes(scores: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bin scores into ``levels`` classes by quantiles: class 0 holds the lowest (most common)
+    scores, class ``levels − 1`` the highest (the rarest). Returns (labels (N,), the
+    ``levels − 1`` inner thresholds)."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    if levels < 2 or levels > len(scores):
+        raise NoveltynetsError(f"levels must be between 2 and the number of scores ({len(scores)}), got {levels}")
+    thresholds = torch.quantile(scores, torch.arange(1, levels, dtype=torch.float64) / levels)
+    return torch.bucketize(scores, thresholds, right=True), thresholds
+
+
+def default_levels(n: int, per_class: int = 450) -> int:
+    """A level count that leaves each quantile class about ``per_class`` images (at least 2 classes)."""
+    return max(2, n // per_class)
