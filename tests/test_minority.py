@@ -103,14 +103,46 @@ def test_conditional_scores_with_a_real_unet(tiny_unet):
 
 def test_cli_minority_score_writes_scores_and_classes(tmp_path):
     out = tmp_path / "scores.npz"
-    run = CliRunner().invoke(app, ["minority", "score", "--class", "7", "--levels", "3", "--out", str(out), "--no-progress"])
+    run = CliRunner().invoke(app, ["minority", "score", "--class", "7", "--levels", "3", "--out", str(out), "--no-progress",
+                                   "--grids", str(tmp_path / "grids")])
     assert run.exit_code == 0, run.output
+    from PIL import Image
+    for name in ("highest", "lowest"):
+        assert Image.open(tmp_path / "grids" / f"{name}.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 8×8 images of 32 px, 2 px gaps
     z = np.load(out)
     assert len(z["scores"]) == 450 and (z["digits"] == 7).all() and sorted(np.bincount(z["classes"])) == [150, 150, 150]
     hi, lo = z["scores"][z["classes"] == 2], z["scores"][z["classes"] == 0]
     assert hi.min() >= lo.max() and str(z["distance"]) == "perceptual"
     again = CliRunner().invoke(app, ["minority", "score", "--class", "7", "--out", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
+    trained = CliRunner().invoke(app, ["minority", "train", "--scores", str(out), "--out", str(tmp_path / "clf"), "--steps", "3",
+                                       "--batch-size", "8", "--no-progress"])
+    assert trained.exit_code == 0, trained.output
+    from noveltynets.minority import load_classifier
+    clf = load_classifier(tmp_path / "clf")
+    assert clf.num_classes == 3 and clf.config["model_id"].startswith("mnist5k-unet@")
+    missing = CliRunner().invoke(app, ["minority", "train", "--scores", str(tmp_path / "none.npz"), "--out", str(tmp_path / "c2")])
+    assert missing.exit_code == 2 and "cannot read minority scores" in missing.output
     for args, msg in ((["--split", "test"], "unknown split"), (["--levels", "1"], "--levels"), (["--out", str(tmp_path / "x.csv")], ".npz")):
         bad = CliRunner().invoke(app, ["minority", "score", "--class", "7", "--out", str(tmp_path / "y.npz"), *args])
         assert bad.exit_code == 2 and msg in bad.output, bad.output
+
+
+def test_noise_classifier_learns_a_visible_class_and_round_trips(tmp_path):
+    """Class = brightness of the image (3 levels): easy at low noise, chance at t ≈ T."""
+    from noveltynets.minority import load_classifier, train_classifier
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.arange(300) % 3
+    images = (labels.view(-1, 1, 1, 1).float() - 1) * 0.8 + 0.1 * torch.randn(300, 1, 8, 8, generator=g)
+    model, log = train_classifier(images, labels, ABAR, steps=150, batch_size=32, block_out_channels=(8, 16), norm_num_groups=4)
+    assert model.num_classes == 3 and log[-1]["acc_t0.1"] > 0.9 and log[-1]["acc_t0.9"] < log[-1]["acc_t0.1"]
+    model.save(tmp_path / "clf", log)
+    back = load_classifier(tmp_path / "clf")
+    x, t = torch.randn(5, 1, 8, 8), torch.tensor([0, 10, 100, 500, 999])
+    assert torch.allclose(back(x, t), model(x, t), atol=1e-6)
+    (tmp_path / "clf" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(NoveltynetsError, match="cannot load minority classifier"):
+        load_classifier(tmp_path / "clf")
+    with pytest.raises(NoveltynetsError, match="N labels"):
+        train_classifier(images, labels[:10], ABAR)

@@ -527,6 +527,7 @@ def minority_score_cmd(
     batch_size: int = typer.Option(256, "--batch-size", "-b"),
     model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    grids: Optional[Path] = typer.Option(None, "--grids", help="Also write highest.png and lowest.png (the 64 highest- and lowest-scoring images) to this folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score real images by how much a one-shot reconstruction from t = 0.9T loses (high = rare), bin them into quantile classes, write --out."""
@@ -567,9 +568,69 @@ def minority_score_cmd(
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise NoveltynetsError(f"cannot write {out}: {e.strerror or e}") from None
+    if grids is not None:
+        from .data import make_grid, save_png, to_uint8
+
+        order = scores.argsort(descending=True)
+        try:
+            grids.mkdir(parents=True, exist_ok=True)
+            for name, idx in (("highest", order[:64]), ("lowest", order.flip(0)[:64])):
+                save_png(make_grid(to_uint8(images[idx]), ncols=8), grids / f"{name}.png")
+        except OSError as e:
+            raise NoveltynetsError(f"cannot write grids to {grids}: {e.strerror or e}") from None
     counts = classes.bincount(minlength=n_levels).tolist()
     typer.echo(f"{len(scores)} images scored (mean {scores.mean():.4f}, min {scores.min():.4f}, max {scores.max():.4f}); "
                f"{n_levels} quantile classes of {min(counts)}-{max(counts)} images; written to {out}")
+
+
+@minority_app.command("train")
+@friendly
+def minority_train_cmd(
+    scores: Path = typer.Option(..., "--scores", help="The .npz written by 'noveltynets minority score'."),
+    out: Path = typer.Option(Path("minority-classifier"), "--out", "-o", help="Folder for config.json, model.safetensors and train_log.jsonl."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    steps: int = typer.Option(3000, "--steps", help="Training steps."),
+    batch_size: int = typer.Option(128, "--batch-size", "-b"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    model: Optional[Path] = typer.Option(None, "--model", help="The diffusion model whose noise schedule the classifier learns (default: the shipped one)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train the noise-conditioned minority classifier (x_t, t) → quantile class on the scored images."""
+    import numpy as np
+
+    from .data import load_split
+    from .minority import train_classifier
+    from .models import load_model
+
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise NoveltynetsError("--steps, --batch-size and --lr must be positive")
+    try:
+        z = np.load(scores)
+        split, index, classes = str(z["split"]), _long(z["index"]), _long(z["classes"])
+    except (OSError, KeyError, ValueError) as e:
+        raise NoveltynetsError(f"cannot read minority scores from {scores}: {e}") from None
+    tmp = _prepare_out(out, overwrite)
+    try:
+        m = load_model(model, _device(device))
+        images = load_split(split).images[index]
+        clf, log = train_classifier(images, classes, m.alphas_cumprod, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                    device=device, show_progress=progress)
+        clf.config.update(model_id=m.model_id, scores=str(z["distance"]), t=float(z["t"]))
+        clf.cpu().save(tmp, log)
+        _commit_out(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    last = log[-1]
+    typer.echo(f"classifier over {clf.num_classes} classes written to {out}; held-out accuracy at t=0.1T/0.5T/0.9T: "
+               f"{last.get('acc_t0.1', float('nan')):.3f}/{last.get('acc_t0.5', float('nan')):.3f}/{last.get('acc_t0.9', float('nan')):.3f}")
+
+
+def _long(a):
+    import torch
+
+    return torch.as_tensor(a, dtype=torch.long)
 
 
 def main() -> None:
