@@ -599,6 +599,7 @@ def minority_train_cmd(
 ) -> None:
     """Train the noise-conditioned minority classifier (x_t, t) → quantile class on the scored images."""
     import numpy as np
+    import torch
 
     from .data import load_split
     from .minority import train_classifier
@@ -606,17 +607,18 @@ def minority_train_cmd(
 
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise NoveltynetsError("--steps, --batch-size and --lr must be positive")
+    dev = _device(device)
     try:
         z = np.load(scores)
-        split, index, classes = str(z["split"]), _long(z["index"]), _long(z["classes"])
+        split, index, classes = str(z["split"]), torch.as_tensor(z["index"]), torch.as_tensor(z["classes"])
     except (OSError, KeyError, ValueError) as e:
         raise NoveltynetsError(f"cannot read minority scores from {scores}: {e}") from None
     tmp = _prepare_out(out, overwrite)
     try:
-        m = load_model(model, _device(device))
+        m = load_model(model, dev)
         images = load_split(split).images[index]
         clf, log = train_classifier(images, classes, m.alphas_cumprod, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                    device=device, show_progress=progress)
+                                    device=dev, show_progress=progress)
         clf.config.update(model_id=m.model_id, scores=str(z["distance"]), t=float(z["t"]))
         clf.cpu().save(tmp, log)
         _commit_out(tmp, out)
@@ -625,12 +627,6 @@ def minority_train_cmd(
     last = log[-1]
     typer.echo(f"classifier over {clf.num_classes} classes written to {out}; held-out accuracy at t=0.1T/0.5T/0.9T: "
                f"{last.get('acc_t0.1', float('nan')):.3f}/{last.get('acc_t0.5', float('nan')):.3f}/{last.get('acc_t0.9', float('nan')):.3f}")
-
-
-def _long(a):
-    import torch
-
-    return torch.as_tensor(a, dtype=torch.long)
 
 
 def main() -> None:

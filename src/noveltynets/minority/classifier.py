@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import NoveltynetsError
 from ..progress import progress_bar
+from .score import timestep_at
 
 
 class NoiseClassifier(nn.Module):
@@ -107,16 +108,12 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, alphas_cumprod:
     abar = alphas_cumprod.to(device)
     log, t0 = [], time.time()
 
-    def noisy(x, t):
-        a = abar[t].view(-1, 1, 1, 1)
-        return a.sqrt() * x + (1 - a).sqrt() * torch.randn(x.shape, generator=g).to(device)
-
     with progress_bar(steps, "minority classifier", enabled=show_progress) as advance:
         for step in range(1, steps + 1):
             idx = train[torch.randint(len(train), (batch_size,), generator=g)]
             x, y = images[idx].to(device), labels[idx].to(device)
             t = torch.randint(len(abar), (batch_size,), generator=g).to(device)
-            loss = F.cross_entropy(model(noisy(x, t), t), y)
+            loss = F.cross_entropy(model(_noised(x, abar[t], g), t), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -137,10 +134,15 @@ def held_out_accuracy(model: NoiseClassifier, images, labels, alphas_cumprod, de
     """Accuracy at t = 0.1T, 0.5T, 0.9T (fixed noise)."""
     model.eval()
     g = torch.Generator().manual_seed(seed + 1)
-    T, out = len(alphas_cumprod), {}
+    abar, out = alphas_cumprod.to(device), {}
     for frac in (0.1, 0.5, 0.9):
-        t = torch.full((len(images),), int(frac * T) - 1, device=device)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1).to(device)
-        x = a.sqrt() * images.to(device) + (1 - a).sqrt() * torch.randn(images.shape, generator=g).to(device)
+        t = torch.full((len(images),), timestep_at(frac, len(abar)), device=device)
+        x = _noised(images.to(device), abar[t], g)
         out[f"acc_t{frac}"] = float((model(x, t).argmax(1).cpu() == labels).float().mean())
     return out
+
+
+def _noised(x0: torch.Tensor, abar_t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The forward process: x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε, ε from ``gen`` (one ᾱ_t per row)."""
+    a = abar_t.view(-1, *[1] * (x0.dim() - 1))
+    return a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen).to(x0.device)
