@@ -311,7 +311,8 @@ def check_model_cmd(
 def bench(
     method: List[str] = typer.Option([], "--method", "-m", help="NAME[:key=value,...]; repeatable (default: plain and novelty). "
                                      "plain always runs as the baseline of every ratio."),
-    classes: str = typer.Option("1,3,7", "--classes", help="Comma-separated digits."),
+    classes: str = typer.Option("1,3,7", "--classes", help="Comma-separated digits; 'uncond' for unconditional sampling "
+                                "(judged against all real images)."),
     n: int = typer.Option(256, "--n", help="Samples per class (seeds 0..n-1, the same for every method)."),
     steps: int = typer.Option(50, "--steps", help="DDIM steps."),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
@@ -333,9 +334,9 @@ def bench(
     from .progress import progress_bar
 
     try:
-        class_list = [int(c) for c in classes.split(",") if c.strip()]
+        class_list = [c.strip() if c.strip() == "uncond" else int(c) for c in classes.split(",") if c.strip()]
     except ValueError:
-        raise NoveltynetsError(f"--classes must be comma-separated digits, got {classes!r}") from None
+        raise NoveltynetsError(f"--classes must be comma-separated digits or 'uncond', got {classes!r}") from None
     kw = dict(methods=list(method) or ["plain", "novelty"], batch_size=batch_size, device=_device(device))
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(classes=class_list, n=n, steps=steps, **kw)
     methods = cfg.validate()  # bad input fails here, before the model loads or a file is written
@@ -359,7 +360,7 @@ def bench(
     keys = ["near_dup", "precision", "adherence", "vendi", "cost_ratio"]
     typer.echo("setting".ljust(40) + "".join(k.rjust(12) for k in keys))
     for r in result["means"]:
-        typer.echo(r["setting"][:40].ljust(40) + "".join(f"{r[k]:12.4f}" for k in keys))
+        typer.echo(r["setting"][:40].ljust(40) + "".join(f"{r.get(k, float('nan')):12.4f}" for k in keys))
     typer.echo(f"wrote {out}/report.html")
 
 

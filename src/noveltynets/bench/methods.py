@@ -20,7 +20,7 @@ import torch
 
 from ..errors import NoveltynetsError
 from ..filters import FILTERS, parse_filter
-from ..guidance import REGISTRY as GUIDANCE, NoveltyGuidance, parse_guide
+from ..guidance import NoveltyGuidance, parse_guide, registry
 from ..sampling import sample
 
 METHODS: dict[str, type["Method"]] = {}
@@ -237,9 +237,9 @@ def parse_method(spec: str) -> Method:
     name = spec.strip().partition(":")[0]
     if name in METHODS:
         return METHODS[name](spec)
-    if name in GUIDANCE:
+    if name in registry():
         return GuidanceMethod(spec)
     if name in FILTERS:
         return FilterMethod(spec)
-    known = sorted(set(METHODS) | set(GUIDANCE) | set(FILTERS))
+    known = sorted(set(METHODS) | set(registry()) | set(FILTERS))
     raise NoveltynetsError(f"unknown method {name!r}; known: {', '.join(known)}")

@@ -19,6 +19,7 @@ from ..errors import NoveltynetsError
 from ..models.embedder import load_eval_embedder
 from .methods import Context, Method, parse_method
 
+UNCOND = "uncond"  # the "class" of unconditional sampling: judged against all real images
 METRIC_KEYS = ["near_dup", "novelty", "vendi", "precision", "recall", "density", "coverage", "adherence",
                "avg_knn", "lof", "memorization", "fid", "kid"]
 
@@ -26,7 +27,7 @@ METRIC_KEYS = ["near_dup", "novelty", "vendi", "precision", "recall", "density",
 @dataclass
 class BenchConfig:
     methods: list[str] = field(default_factory=lambda: ["plain", "novelty"])
-    classes: list[int] = field(default_factory=lambda: [1, 3, 7])
+    classes: list[int | str] = field(default_factory=lambda: [1, 3, 7])  # digits, or UNCOND for unconditional sampling
     n: int = 256
     steps: int = 50
     batch_size: int = 16
@@ -45,9 +46,9 @@ class BenchConfig:
             raise NoveltynetsError("--steps and --batch-size must be positive")
         if not self.methods:
             raise NoveltynetsError("no methods given")
-        bad = [c for c in self.classes if not 0 <= c <= 9]
+        bad = [c for c in self.classes if c != UNCOND and not (isinstance(c, int) and 0 <= c <= 9)]
         if bad or not self.classes:
-            raise NoveltynetsError(f"classes must be digits 0-9, got {self.classes}")
+            raise NoveltynetsError(f"classes must be digits 0-9 or {UNCOND!r}, got {self.classes}")
         methods = [parse_method(m) for m in self.methods]
         if not any(m.spec == "plain" for m in methods):  # the baseline of every ratio
             methods.insert(0, parse_method("plain"))
@@ -62,13 +63,14 @@ class Judge:
 
     Real = all real images of the class (precision, recall, density, coverage, AvgkNN, LOF, τ of
     near-dups); FID/KID against the held-out images of the class; memorization in pixels against
-    the whole training split."""
+    the whole training split. ``klass=None`` (unconditional samples): all real images, no adherence."""
 
-    def __init__(self, klass: int, device: str = "cpu", evaluator=None):
+    def __init__(self, klass: int | None, device: str = "cpu", evaluator=None):
         self.klass = klass
         self.ev = evaluator or load_eval_embedder(device=device)
-        self.real = self.ev.features(load_mnist5k().of_class(klass)).numpy()
-        self.heldout = self.ev.features(load_split("heldout").of_class(klass)).numpy()
+        real, heldout = load_mnist5k(), load_split("heldout")
+        self.real = self.ev.features(real.images if klass is None else real.of_class(klass)).numpy()
+        self.heldout = self.ev.features(heldout.images if klass is None else heldout.of_class(klass)).numpy()
         self.train_px = load_split("train").images.flatten(1).numpy()
         self.tau = metrics.near_dup_threshold(self.real)
 
@@ -83,10 +85,10 @@ class Judge:
         new = f[n_hist:]
         p, r = metrics.precision_recall(self.real, new)
         dens, cov = metrics.density_coverage(self.real, new)
+        adherence = {} if self.klass is None else {"adherence": metrics.adherence(self.ev.predict(images).numpy(), self.klass)}
         return {
             "near_dup": float((d < self.tau).mean()), "novelty": float(d.mean()), "vendi": metrics.vendi_score(new),
-            "precision": p, "recall": r, "density": dens, "coverage": cov,
-            "adherence": metrics.adherence(self.ev.predict(images).numpy(), self.klass),
+            "precision": p, "recall": r, "density": dens, "coverage": cov, **adherence,
             "avg_knn": float(metrics.avg_knn(self.real, new).mean()), "lof": float(metrics.lof(self.real, new).mean()),
             "memorization": metrics.memorization_rate(images.flatten(1).numpy(), self.train_px),
             "fid": metrics.fid(self.heldout, new), "kid": metrics.kid(self.heldout, new)[0],
@@ -102,7 +104,8 @@ def run_bench(cfg: BenchConfig, model, advance=lambda **kw: None, log=lambda row
     seeds = list(range(cfg.seed_offset, cfg.seed_offset + cfg.n))
     evaluator = load_eval_embedder(device="cpu")
     rows, images = [], {m.label: {} for m in methods}
-    for klass in cfg.classes:
+    for label in cfg.classes:
+        klass = None if label == UNCOND else label
         judge = Judge(klass, evaluator=evaluator)
         plain_per_sample = None
         for m in methods:
@@ -111,12 +114,12 @@ def run_bench(cfg: BenchConfig, model, advance=lambda **kw: None, log=lambda row
             generated = out.generated or len(out.images)
             per_sample = out.seconds / len(out.images)
             plain_per_sample = plain_per_sample or per_sample  # plain runs first
-            row = {"class": klass, "method": m.name, "setting": m.label, "n": len(out.images),
+            row = {"class": label, "method": m.name, "setting": m.label, "n": len(out.images),
                    "seconds": out.seconds, "setup_seconds": out.setup_seconds, "per_sample_s": per_sample,
                    "cost_ratio": per_sample / plain_per_sample, "generated_per_kept": generated / len(out.images),
                    **judge(out.images)}
             rows.append(row)
-            images[m.label][klass] = out.images
+            images[m.label][label] = out.images
             log(row)
             advance(klass=klass, method=m.label, seconds=round(time.perf_counter() - t0, 1))
     return {"config": asdict(cfg), "rows": rows, "means": mean_rows(rows), "images": images}

@@ -15,6 +15,11 @@ Every term is a dataclass: its fields are its configuration, which round-trips t
 run (step i of n is active when start ≤ i/n < stop); guidance is off in the last 5% of
 steps by default, where it can only add artefacts.
 
+A term with ``space = "xt"`` (a noise-conditioned classifier: minority guidance) is instead called
+as ``grad(x_t, info)`` and returns ∇_{x_t} log p directly; GuidedModel adds it to ∇_{x_t} unchanged.
+``info`` holds the model's ``extra`` (classes, step i, num_steps, seeds) and ``x`` (x_t), ``t``
+(timesteps, (B,)), ``alpha_bar`` and ``eps``.
+
 Besides a gradient, a term may ask the sampler to **re-noise** a sample: ``renoise(x0_hat,
 info)`` returns ρ (B,) in [0, 1], the share of each sample's noise to re-draw at this step
 (see :func:`~noveltynets.sampling.sample_batch`). x̂0 is kept and x_t stays an exact noisy
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +46,15 @@ import torch
 from ..errors import NoveltynetsError
 
 REGISTRY: dict[str, type["GuidanceTerm"]] = {}
+# Terms defined in later layers (they need models of their own), registered on first lookup by name.
+LATER_TERMS = ("noveltynets.minority.guidance",)
+
+
+def registry() -> dict[str, type["GuidanceTerm"]]:
+    """Every guidance term by name, the later layers' included."""
+    for module in LATER_TERMS:
+        importlib.import_module(module)
+    return REGISTRY
 
 
 def embedding_step(embed, x0_hat: torch.Tensor, delta: torch.Tensor, alpha_bar: torch.Tensor | None = None,
@@ -70,6 +85,7 @@ def embedding_step(embed, x0_hat: torch.Tensor, delta: torch.Tensor, alpha_bar: 
 @dataclass
 class GuidanceTerm:
     name: ClassVar[str] = ""
+    space: ClassVar[str] = "x0"  # "x0": grad is ∇_{x̂0} log p at x̂0; "xt": grad is ∇_{x_t} log p at x_t (classifier guidance)
     scale: float = 1.0
     start: float = 0.0
     stop: float = 0.95
@@ -123,7 +139,7 @@ class GuidanceTerm:
     def from_dict(cls, d: dict[str, Any]) -> "GuidanceTerm":
         d = dict(d)
         name = d.pop("name", cls.name)
-        if name not in REGISTRY:
+        if name not in registry():
             raise NoveltynetsError(f"unknown guidance {name!r}; known: {', '.join(sorted(REGISTRY)) or 'none'}")
         term_cls = REGISTRY[name]
         known = {f.name for f in dataclasses.fields(term_cls) if f.metadata.get("config", True)}

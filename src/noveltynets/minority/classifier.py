@@ -23,6 +23,8 @@ from ..errors import NoveltynetsError
 from ..progress import progress_bar
 from .score import timestep_at
 
+DEFAULT_CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "assets" / "minority-classifier"
+
 
 class NoiseClassifier(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 1, sample_size: int = 32,

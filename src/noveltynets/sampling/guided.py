@@ -35,6 +35,7 @@ class GuidedModel:
 
     ``grad_mode="x0"`` (cheap): ∇_{x_t} ≈ ∇_{x̂0} / sqrt(ᾱ_t), eps from a no-grad pass.
     ``grad_mode="exact"``: ∇_{x_t} = (∂x̂0/∂x_t)ᵀ ∇_{x̂0}, one backward pass through the denoiser.
+    Terms with ``space == "xt"`` return ∇_{x_t} themselves (at x_t) and are added as they are, in both modes.
     A term whose gradient has a NaN or Inf is skipped for that step, with a warning. Terms that
     re-noise (``term.renoises``) are asked for ρ at x̂0 of the guided eps; the largest ρ per
     sample goes to the sampler as ``extra["renoise"]`` (see :func:`~noveltynets.sampling.sample_batch`).
@@ -47,10 +48,11 @@ class GuidedModel:
         self.eps_model, self.terms, self.grad_mode = eps_model, list(terms), grad_mode
         self.alphas_cumprod = alphas_cumprod
 
-    def _term_grads(self, x0_hat: torch.Tensor, active, extra: dict) -> torch.Tensor:
-        total = torch.zeros_like(x0_hat)
+    def _term_grads(self, point: torch.Tensor, active, extra: dict) -> torch.Tensor:
+        """Σ scale_i · grad_i at ``point`` (x̂0 or x_t, by the terms' space)."""
+        total = torch.zeros_like(point)
         for term in active:
-            g = term.grad(x0_hat.detach(), extra)
+            g = term.grad(point.detach(), extra)
             if not torch.isfinite(g).all():
                 warnings.warn(f"guidance {term.name!r}: non-finite gradient at step {extra['i']}; skipped for this step", RuntimeWarning, stacklevel=2)
                 continue
@@ -71,23 +73,30 @@ class GuidedModel:
             with torch.no_grad():
                 return self.eps_model(x, t, extra)
         a = self.alphas_cumprod.to(x.device)[t].view(-1, *[1] * (x.dim() - 1))
-        info = {**extra, "x": x, "alpha_bar": a}
-        if not active:
+        info = {**extra, "x": x, "t": t, "alpha_bar": a}
+        on_x0 = [term for term in active if term.space == "x0"]
+        on_xt = [term for term in active if term.space == "xt"]
+        if not on_x0:
             with torch.no_grad():
                 eps = self.eps_model(x, t, extra)
+            grad_x = torch.zeros_like(x)
         elif self.grad_mode == "x0":
             with torch.no_grad():
                 eps = self.eps_model(x, t, extra)
             x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            eps = eps - (1 - a).sqrt() * self._term_grads(x0_hat, active, {**info, "eps": eps}) / a.sqrt()
+            grad_x = self._term_grads(x0_hat, on_x0, {**info, "eps": eps}) / a.sqrt()
         else:
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
                 eps = self.eps_model(x_in, t, extra)
                 x0_hat = (x_in - (1 - a).sqrt() * eps) / a.sqrt()
-                g0 = self._term_grads(x0_hat, active, {**info, "eps": eps.detach()})
+                g0 = self._term_grads(x0_hat, on_x0, {**info, "eps": eps.detach()})
                 grad_x = torch.autograd.grad(x0_hat, x_in, grad_outputs=g0)[0]
-            eps = eps.detach() - (1 - a).sqrt() * grad_x
+            eps = eps.detach()
+        if on_xt:  # x_t-space terms (noise-conditioned classifiers) give ∇_{x_t} directly
+            grad_x = grad_x + self._term_grads(x, on_xt, {**info, "eps": eps})
+        if active:
+            eps = eps - (1 - a).sqrt() * grad_x
         if renoising:  # asked where the guided step leads: x̂0 of the guided eps
             x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
             rhos = [r for r in (term.renoise(x0_hat, {**info, "eps": eps}) for term in renoising) if r is not None]

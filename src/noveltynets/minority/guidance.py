@@ -1,0 +1,67 @@
+"""Minority guidance (Um & Ye, ICLR 2024, §3.3): classifier guidance toward a minority class l̃,
+
+    ŝ(x_t, t, l̃) = s(x_t, t) + w · ∇_{x_t} log p_ψ(l̃ | x_t, t),
+
+with p_ψ the noise-conditioned minority classifier (:mod:`~noveltynets.minority.classifier`) and l̃
+a quantile class of the minority score (0 = the most common images, L − 1 = the rarest). In eps
+form (guidance.base's convention) eps' = eps − sqrt(1 − ᾱ_t) · w · ∇_{x_t} log p_ψ: exactly ADM's
+classifier guidance, the form of the paper's official sampler.
+
+The gradient is taken at x_t, not at x̂0, so this term is an x_t-space term (``space = "xt"``):
+:class:`~noveltynets.sampling.GuidedModel` adds it to ∇_{x_t} as it is, in either gradient mode,
+with no pass through the denoiser.
+
+Plain ``--guide minority`` loads the classifier shipped for the default model and targets its
+rarest class; ``classifier=DIR`` takes one made by ``noveltynets minority train``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import NoveltynetsError
+from ..guidance.base import GuidanceTerm
+from .classifier import DEFAULT_CLASSIFIER_DIR, NoiseClassifier, load_classifier
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_classifier(path: str, device: str) -> NoiseClassifier:
+    return load_classifier(path, device)
+
+
+@dataclass
+class MinorityGuidance(GuidanceTerm):
+    name = "minority"
+    space = "xt"
+    scale: float = 2.0  # w
+    level: int = -1  # l̃; negative counts from the rarest (−1 = L − 1)
+    classifier: str = ""  # a folder from 'noveltynets minority train'; "" = the one shipped for the default model
+    stop: float = 1.0  # the paper guides every step
+
+    def __post_init__(self):
+        super().__post_init__()
+        path = Path(self.classifier) if self.classifier else DEFAULT_CLASSIFIER_DIR
+        if not (path / "config.json").is_file():
+            raise NoveltynetsError(f"minority: no classifier at {path} (make one with 'noveltynets minority train')")
+        self.num_classes = self.load("cpu").num_classes
+        if not -self.num_classes <= self.level < self.num_classes:
+            raise NoveltynetsError(f"minority: level must be in [{-self.num_classes}, {self.num_classes - 1}] "
+                                   f"for a classifier of {self.num_classes} classes, got {self.level}")
+
+    @property
+    def target(self) -> int:
+        """l̃ as a class index in [0, L)."""
+        return self.level % self.num_classes
+
+    def load(self, device) -> NoiseClassifier:
+        return _cached_classifier(str(Path(self.classifier).resolve()) if self.classifier else str(DEFAULT_CLASSIFIER_DIR),
+                                  str(device))
+
+    def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
+        """log p_ψ(l̃ | x_t, t) per sample."""
+        logits = self.load(x_t.device)(x_t, info["t"])
+        return torch.log_softmax(logits.float(), dim=1)[:, self.target]
