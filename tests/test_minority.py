@@ -146,3 +146,24 @@ def test_noise_classifier_learns_a_visible_class_and_round_trips(tmp_path):
         load_classifier(tmp_path / "clf")
     with pytest.raises(NoveltynetsError, match="N labels"):
         train_classifier(images, labels[:10], ABAR)
+
+
+def test_a_class_conditional_classifier_uses_the_class_and_drops_it_for_no_class(tmp_path):
+    """Label = bright XOR c: unreadable from the image alone, easy given the class c."""
+    from noveltynets.minority import load_classifier, train_classifier
+
+    g = torch.Generator().manual_seed(4)
+    bright, cond = torch.arange(400) % 2, (torch.arange(400) // 2) % 2
+    images = (bright.view(-1, 1, 1, 1).float() * 1.6 - 0.8) + 0.1 * torch.randn(400, 1, 8, 8, generator=g)
+    labels = bright ^ cond
+    model, log = train_classifier(images, labels, ABAR, steps=200, batch_size=32, conditions=cond, num_conditions=2,
+                                  block_out_channels=(8, 16), norm_num_groups=4)
+    assert model.num_conditions == 2 and log[-1]["acc_t0.1"] > 0.9
+    assert 0.3 < log[-1]["acc_nocond_t0.5"] < 0.7  # without the class the label is a coin flip
+    model.save(tmp_path / "clf", log)
+    back = load_classifier(tmp_path / "clf")
+    x, t, c = torch.randn(4, 1, 8, 8), torch.tensor([5, 50, 500, 900]), torch.tensor([0, 1, 2, 1])  # 2 = no class
+    assert torch.allclose(back(x, t, c), model(x, t, c), atol=1e-6)
+    assert torch.allclose(back(x, t), back(x, t, torch.full((4,), 2)), atol=1e-6)
+    with pytest.raises(NoveltynetsError, match="conditions in"):
+        train_classifier(images, labels, ABAR, conditions=cond + 5, num_conditions=2)

@@ -117,3 +117,22 @@ def test_shipped_classifier_guides_the_default_model_in_the_cli_and_the_benchmar
         assert not torch.equal(result["images"]["plain"][c], result["images"]["minority:scale=4"][c])
     with pytest.raises(NoveltynetsError, match="'uncond'"):
         BenchConfig(classes=["all"]).validate()
+
+
+def test_a_class_conditional_classifier_is_given_the_sampled_class(tmp_path):
+    from noveltynets.minority import NoiseClassifier
+
+    torch.manual_seed(0)
+    NoiseClassifier(4, sample_size=8, block_out_channels=(8, 16), norm_num_groups=4, num_conditions=10).save(tmp_path / "c")
+    term = parse_guide(f"minority:classifier={tmp_path / 'c'},scale=2")
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([800, 400, 100])
+    classes = torch.tensor([7, 10, 2])  # 10: unconditional sampling's null class
+    clf = term.load("cpu")
+    with torch.enable_grad():
+        xr = x.clone().requires_grad_(True)
+        grad = torch.autograd.grad(torch.log_softmax(clf(xr, t, classes), 1)[:, 3].sum(), xr)[0]
+    extra = {"classes": classes, "i": 0, "num_steps": 10, "seeds": [0, 1, 2]}
+    a = ABAR[t].view(-1, 1, 1, 1)
+    got = GuidedModel(mixture_eps, [term], ABAR)(x, t, extra)
+    assert torch.allclose(got, mixture_eps(x, t, extra) - (1 - a).sqrt() * 2 * grad, atol=1e-5)
+    assert not torch.allclose(clf(x, t, torch.tensor([7, 7, 7])), clf(x, t, torch.tensor([2, 2, 2])))

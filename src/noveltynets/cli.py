@@ -92,7 +92,7 @@ def sample(
     scheduler: str = typer.Option("ddim", "--scheduler", help="ddim, ddpm, dpm++ or unipc."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Initial-noise temperature (scales the starting noise; 1 = off)."),
-    guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...]; repeatable."),
+    guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, point); repeatable."),
     filter_spec: Optional[str] = typer.Option(None, "--filter", "-f", help="Outer-loop filter NAME[:key=value,...]: oversample, knn-filter, lsh-filter."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
     memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named novelty memory to guide with and update (created if missing)."),
@@ -596,9 +596,12 @@ def minority_train_cmd(
     seed: int = typer.Option(0, "--seed"),
     model: Optional[Path] = typer.Option(None, "--model", help="The diffusion model whose noise schedule the classifier learns (default: the shipped one)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    class_conditional: Optional[bool] = typer.Option(None, "--class-conditional/--no-class-conditional",
+                                                     help="Also condition on each image's digit, p(l | x_t, t, c), the paper's "
+                                                     "intra-class form (default: when the scores were --conditional)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train the noise-conditioned minority classifier (x_t, t) → quantile class on the scored images."""
+    """Train the noise-conditioned minority classifier (x_t, t[, c]) → quantile class on the scored images."""
     import numpy as np
     import torch
 
@@ -612,21 +615,24 @@ def minority_train_cmd(
     try:
         z = np.load(scores)
         split, index, classes = str(z["split"]), torch.as_tensor(z["index"]), torch.as_tensor(z["classes"])
+        digits, conditional = torch.as_tensor(z["digits"]), bool(z["conditional"])
     except (OSError, KeyError, ValueError) as e:
         raise NoveltynetsError(f"cannot read minority scores from {scores}: {e}") from None
     tmp = _prepare_out(out, overwrite)
     try:
         m = load_model(model, dev)
         images = load_split(split).images[index]
+        by_digit = conditional if class_conditional is None else class_conditional
         clf, log = train_classifier(images, classes, m.alphas_cumprod, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                    device=dev, show_progress=progress)
+                                    device=dev, show_progress=progress, conditions=digits if by_digit else None,
+                                    num_conditions=m.num_classes if by_digit else None)
         clf.config.update(model_id=m.model_id, scores=str(z["distance"]), t=float(z["t"]))
         clf.cpu().save(tmp, log)
         _commit_out(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     last = log[-1]
-    typer.echo(f"classifier over {clf.num_classes} classes written to {out}; held-out accuracy at t=0.1T/0.5T/0.9T: "
+    typer.echo(f"{'class-conditional ' if clf.num_conditions else ''}classifier over {clf.num_classes} classes written to {out}; held-out accuracy at t=0.1T/0.5T/0.9T: "
                f"{last.get('acc_t0.1', float('nan')):.3f}/{last.get('acc_t0.5', float('nan')):.3f}/{last.get('acc_t0.9', float('nan')):.3f}")
 
 

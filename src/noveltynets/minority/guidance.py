@@ -5,7 +5,9 @@
 with p_ψ the noise-conditioned minority classifier (:mod:`~noveltynets.minority.classifier`) and l̃
 a quantile class of the minority score (0 = the most common images, L − 1 = the rarest). In eps
 form (guidance.base's convention) eps' = eps − sqrt(1 − ᾱ_t) · w · ∇_{x_t} log p_ψ: exactly ADM's
-classifier guidance, the form of the paper's official sampler.
+classifier guidance, the form of the paper's official sampler. A class-conditional classifier
+(``num_conditions`` > 0) is given the sampled class, the paper's intra-class form
+ŝ(x_t, t, c, l̃) = s(x_t, t, c) + w·∇ log p_ψ(l̃ | x_t, t, c); its null class when unconditional.
 
 The gradient is taken at x_t, not at x̂0, so this term is an x_t-space term (``space = "xt"``):
 :class:`~noveltynets.sampling.GuidedModel` adds it to ∇_{x_t} as it is, in either gradient mode,
@@ -62,6 +64,8 @@ class MinorityGuidance(GuidanceTerm):
                                   str(device))
 
     def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
-        """log p_ψ(l̃ | x_t, t) per sample."""
-        logits = self.load(x_t.device)(x_t, info["t"])
+        """log p_ψ(l̃ | x_t, t) per sample; log p_ψ(l̃ | x_t, t, c) with a class-conditional classifier
+        (c = the sampled class, or "no class" when sampling unconditionally)."""
+        clf = self.load(x_t.device)
+        logits = clf(x_t, info["t"], info.get("classes") if clf.num_conditions else None)
         return torch.log_softmax(logits.float(), dim=1)[:, self.target]
