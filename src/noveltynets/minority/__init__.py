@@ -1,6 +1,9 @@
-"""Minority guidance (Um & Ye, ICLR 2024): minority score, its quantile classes and the noise-conditioned classifier."""
+"""Minority guidance (Um & Ye, ICLR 2024): minority score, its quantile classes, the noise-conditioned
+classifier and the ``minority`` guidance term."""
 
-from .classifier import NoiseClassifier, load_classifier, train_classifier
+from .classifier import DEFAULT_CLASSIFIER_DIR, NoiseClassifier, load_classifier, train_classifier
+from .guidance import MinorityGuidance
 from .score import FeatureDistance, default_levels, get_distance, minority_score, quantile_classes, timestep_at
 
-__all__ = ["NoiseClassifier", "load_classifier", "train_classifier", "FeatureDistance", "default_levels", "get_distance", "minority_score", "quantile_classes", "timestep_at"]
+__all__ = ["DEFAULT_CLASSIFIER_DIR", "FeatureDistance", "MinorityGuidance", "NoiseClassifier", "default_levels", "get_distance",
+           "load_classifier", "minority_score", "quantile_classes", "timestep_at", "train_classifier"]
