@@ -329,14 +329,14 @@ def bench(
 
     from . import __version__
     from .bench.report import write_outputs
-    from .bench.runner import BenchConfig, run_bench
+    from .bench.runner import UNCOND, BenchConfig, run_bench
     from .models import load_model
     from .progress import progress_bar
 
     try:
-        class_list = [c.strip() if c.strip() == "uncond" else int(c) for c in classes.split(",") if c.strip()]
+        class_list = [c.strip() if c.strip() == UNCOND else int(c) for c in classes.split(",") if c.strip()]
     except ValueError:
-        raise NoveltynetsError(f"--classes must be comma-separated digits or 'uncond', got {classes!r}") from None
+        raise NoveltynetsError(f"--classes must be comma-separated digits or {UNCOND!r}, got {classes!r}") from None
     kw = dict(methods=list(method) or ["plain", "novelty"], batch_size=batch_size, device=_device(device))
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(classes=class_list, n=n, steps=steps, **kw)
     methods = cfg.validate()  # bad input fails here, before the model loads or a file is written

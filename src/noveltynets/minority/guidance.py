@@ -46,9 +46,8 @@ class MinorityGuidance(GuidanceTerm):
 
     def __post_init__(self):
         super().__post_init__()
-        path = Path(self.classifier) if self.classifier else DEFAULT_CLASSIFIER_DIR
-        if not (path / "config.json").is_file():
-            raise NoveltynetsError(f"minority: no classifier at {path} (make one with 'noveltynets minority train')")
+        if not (self.path / "config.json").is_file():
+            raise NoveltynetsError(f"minority: no classifier at {self.path} (make one with 'noveltynets minority train')")
         self.num_classes = self.load("cpu").num_classes
         if not -self.num_classes <= self.level < self.num_classes:
             raise NoveltynetsError(f"minority: level must be in [{-self.num_classes}, {self.num_classes - 1}] "
@@ -59,9 +58,13 @@ class MinorityGuidance(GuidanceTerm):
         """l̃ as a class index in [0, L)."""
         return self.level % self.num_classes
 
+    @property
+    def path(self) -> Path:
+        """The classifier's folder: ``classifier``, or the shipped one."""
+        return Path(self.classifier).resolve() if self.classifier else DEFAULT_CLASSIFIER_DIR
+
     def load(self, device) -> NoiseClassifier:
-        return _cached_classifier(str(Path(self.classifier).resolve()) if self.classifier else str(DEFAULT_CLASSIFIER_DIR),
-                                  str(device))
+        return _cached_classifier(str(self.path), str(device))
 
     def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
         """log p_ψ(l̃ | x_t, t) per sample; log p_ψ(l̃ | x_t, t, c) with a class-conditional classifier
