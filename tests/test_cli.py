@@ -176,7 +176,7 @@ def test_memory_errors_are_clear(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "f" / "manifest.json").read_text())["memory"]["embedder"] == "pooled-pixels:8"
     r = invoke("sample", "--n", 2, "--memory", "x", "--store", store, "--out", tmp_path / "c", *FAST)
-    assert r.exit_code == 2 and "--memory needs --guide novelty" in r.stderr
+    assert r.exit_code == 2 and "--memory needs a method that keeps a history" in r.stderr
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"garbage" * 500)
     r = _novelty(tmp_path / "d", bad)
@@ -202,3 +202,42 @@ def test_memory_pretrain_from_dataset(tmp_path):
     assert info["scope"] == "service" and info["n_seen"] == 450 and info["samples_recorded"] == 450
     r = invoke("memory", "pretrain", "other", "--store", store)
     assert r.exit_code == 2 and "--from-dataset" in r.stderr
+
+
+def _peer(out, store, *method):
+    return invoke("sample", "--class", 4, "--n", 4, "--batch-size", 2, *method, "--store", store, "--out", out, *FAST)
+
+
+@pytest.mark.parametrize("method, kind", [(["--guide", "repel:radius=2"], "exact"), (["--filter", "knn-filter:radius=2"], "exact"),
+                                          (["--filter", "lsh-filter:bits=4,bands=2"], "lsh"), (["--filter", "oversample:k=2"], "exact")])
+def test_peer_histories_persist_across_runs_under_a_name(tmp_path, method, kind):
+    store = tmp_path / "h.sqlite"
+    r = _peer(tmp_path / "a", store, *method, "--memory", "peer")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())["memory"]
+    assert m["name"] == "peer" and m["kind"] == kind and m["n_seen"] == 4
+    assert _peer(tmp_path / "b", store, *method, "--memory", "peer").exit_code == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["memory"]["n_seen"] == 8
+    assert f"peer\t{kind}\tuser\t8 seen" in invoke("memory", "list", "--store", store).output
+    assert _peer(tmp_path / "c", store, *method).exit_code == 0  # without --memory: a history of this command only
+    first, again, alone = (np.load(tmp_path / d / "samples.npz")["images"] for d in "abc")
+    assert np.array_equal(first, alone)  # no name, no history: the same images as the first run
+    assert not np.array_equal(first, again)  # the named history remembered the first run and steered or filtered away
+
+
+def test_history_errors_are_clear(tmp_path):
+    store = tmp_path / "h.sqlite"
+    assert _peer(tmp_path / "a", store, "--guide", "repel", "--memory", "r").exit_code == 0
+    cases = [
+        (["--guide", "particle", "--memory", "p"], "--memory needs a method that keeps a history"),
+        (["--filter", "oversample:k=2,select=kmedoids", "--guide", "repel", "--memory", "r"], "each keep one"),
+        (["--guide", "repel:embedder=pooled-pixels:4", "--memory", "r"], "was made with embedder 'pooled-pixels:8'"),
+        (["--filter", "lsh-filter", "--memory", "r"], "is an exact history"),
+        (["--guide", "novelty", "--memory", "r"], "is an exact history"),
+        (["--guide", "repel", "--embedder", "pooled-pixels:4", "--memory", "r"], "--embedder is the novelty memory's"),
+    ]
+    for args, message in cases:
+        r = _peer(tmp_path / "x", store, *args)
+        assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, (args, r.output)
+        assert not (tmp_path / "x").exists()
+    assert json.loads(invoke("memory", "show", "r", "--store", store).output)["kind"] == "exact"

@@ -514,3 +514,27 @@ def test_subspace_push_stays_in_the_reference_principal_directions(data, trained
     assert torch.allclose(same, full, atol=1e-5)  # all 8 directions: the plain gradient
     with pytest.raises(NoveltynetsError, match="subspace"):
         parse_guide("novelty:subspace=-1")
+
+
+def test_a_projected_memory_lives_in_its_reference_principal_directions(data):
+    history, fresh, _ = data
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(100, 8, generator=g) * torch.tensor([3.0, 2.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1])  # 3 directions matter
+    mem = NoveltyMemory(cfg(projection=3))
+    mem.set_reference(ref)
+    assert mem.basis.shape == (8, 3) and torch.allclose(mem.basis.T @ mem.basis, torch.eye(3), atol=1e-5)
+    assert mem.basis[3:].abs().max() < 0.2  # the low-variance dimensions are left out
+    assert mem.negatives.shape == (100, 3)
+    mem.observe(ref[:16])
+    assert mem.replay.shape[1] == 3
+    e = ref[:4].clone().requires_grad_(True)
+    grad = torch.autograd.grad(mem.logit(e).sum(), e)[0]
+    assert torch.allclose(grad, grad @ mem.basis @ mem.basis.T, atol=1e-5)  # it can only point along the basis
+    again = NoveltyMemory.from_bytes(mem.to_bytes())
+    assert torch.equal(again.basis, mem.basis) and torch.equal(again.logit(ref[:4]), mem.logit(ref[:4]))
+    mem.reset()
+    assert mem.n_seen == 0 and torch.equal(mem.basis, again.basis) and mem.negatives.shape == (100, 3)
+    with pytest.raises(NoveltynetsError, match="more than 3 finished samples"):
+        NoveltyMemory(cfg(projection=3)).set_reference(ref[:3])
+    with pytest.raises(NoveltynetsError, match="jitter"):
+        cfg(projection=3, negatives="jitter", target="classify")

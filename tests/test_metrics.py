@@ -171,3 +171,18 @@ def test_metric_input_errors():
         metrics.vendi_score(np.zeros((3, 2)))
     with pytest.raises(NoveltynetsError, match="at least 2"):
         metrics.fid(x[:1], x)
+
+
+def test_greedy_cover_counts_modes_in_order():
+    x = np.array([[0.0], [0.5], [2.0], [2.1], [5.0], [1.2]])
+    assert metrics.greedy_cover(x, 1.0).tolist() == [1, 1, 2, 2, 3, 3]  # 1.2 lies within 1 of the centre 2.0
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(60, 3))
+    centres, expected = [], []
+    for row in y:  # the definition, written out
+        if not centres or min(np.linalg.norm(row - c) for c in centres) >= 1.5:
+            centres.append(row)
+        expected.append(len(centres))
+    assert metrics.greedy_cover(y, 1.5).tolist() == expected
+    with pytest.raises(NoveltynetsError):
+        metrics.greedy_cover(y, 0)

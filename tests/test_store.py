@@ -115,3 +115,55 @@ def test_killed_writer_leaves_the_last_committed_state(tmp_path):
     mem, _ = store.load("m")
     assert mem.n_seen == store.info("m").n_seen == store.count_samples("m") >= 20
     assert mem.n_seen % 4 == 0  # whole batches only
+
+
+def test_exact_and_lsh_histories_round_trip_beside_memories(store):
+    from noveltynets.memory.history import ExactHistory, HistoryConfig, LSHConfig, LSHHistory
+
+    e = torch.randn(10, 8, generator=torch.Generator().manual_seed(3))
+    store.create("exact", ExactHistory(HistoryConfig(8, "emb-a", "model@1")))
+    store.create("lsh", LSHHistory(LSHConfig(8, "emb-a", "model@1", bits=6, bands=3)))
+    store.create("mem", make_memory())
+    for name in ("exact", "lsh"):
+        h, v = store.load(name, embedder_id="emb-a", model_id="model@1")
+        store.observe(name, h, v, e[:6], [{"seed": i} for i in range(6)])
+    exact, _ = store.load("exact", kind="exact")
+    assert exact.n_seen == 6 and torch.allclose(exact.embeddings(), e[:6]) and float(exact.nearest(e[:1])[0]) < 1e-3
+    lsh, _ = store.load("lsh", kind="lsh")
+    assert lsh.n_seen == 6 and bool(lsh.seen(e[:6]).all()) and lsh.config.bits == 6
+    assert store.info("lsh").kind == "lsh" and store.info("exact").state_bytes > 6 * 8 * 4
+    with pytest.raises(NoveltynetsError, match="'mem' is a novelty memory, not an exact history"):
+        store.load("mem", kind="exact")
+    with pytest.raises(NoveltynetsError, match="'exact' is an exact history"):
+        store.load("exact", kind="novelty")
+
+
+def test_checkpoint_and_restore_put_a_history_back(store):
+    store.create("a", make_memory())
+    mem, v = store.load("a")
+    mem, v = store.observe("a", mem, v, torch.randn(4, 8))
+    store.checkpoint("a", "run1")
+    probe = torch.randn(3, 8)
+    before = store.load("a")[0].logit(probe)
+    assert not store.restore("a", "run1")  # nothing happened since: nothing to do
+    mem, v = store.observe("a", mem, v, torch.randn(4, 8))
+    assert store.info("a").n_seen == 8 and store.count_samples("a") == 8
+    assert store.restore("a", "run1")
+    again, v2 = store.load("a")
+    assert again.n_seen == 4 == store.count_samples("a") and torch.equal(again.logit(probe), before) and v2 > v
+    with pytest.raises(NoveltynetsError, match="no checkpoint"):
+        store.restore("a", "run9")
+
+
+def test_a_store_made_before_history_kinds_opens_as_novelty_memories(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE memories (name TEXT PRIMARY KEY, scope TEXT NOT NULL, config TEXT NOT NULL,
+        embedder_id TEXT NOT NULL, model_id TEXT NOT NULL, n_seen INTEGER NOT NULL, version INTEGER NOT NULL,
+        state BLOB NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);""")
+    mem = make_memory()
+    db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)", ("old", "user", "{}", "emb-a", "model@1", 0, 1, mem.to_bytes(), 0, 0))
+    db.commit()
+    db.close()
+    store = MemoryStore(path)
+    assert store.info("old").kind == "novelty" and store.load("old", kind="novelty")[0].n_seen == 0

@@ -95,7 +95,8 @@ def sample(
     guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, point); repeatable."),
     filter_spec: Optional[str] = typer.Option(None, "--filter", "-f", help="Outer-loop filter NAME[:key=value,...]: oversample, knn-filter, lsh-filter."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
-    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named novelty memory to guide with and update (created if missing)."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named history to guide with and update (created if missing): a novelty "
+                                         "memory, or the exact/LSH history of repel, knn-filter, lsh-filter, oversample."),
     store: Optional[Path] = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite)."),
     embedder: Optional[str] = typer.Option(None, "--embedder", help="Novelty embedder: pooled-pixels[:N], multiscale-pooled[:2,4,8], denoiser-mid[:t=T] (default: an existing memory's own, else pooled-pixels:32)."),
     negatives: str = typer.Option("pool", "--negatives", help="A new memory's reference negatives: pool (unguided samples), real or jitter (jitter: a classify memory)."),
@@ -147,7 +148,7 @@ def sample(
     load_s = time.perf_counter() - t_load
     _check_class(m, klass)
     make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
-    memory_info = _setup_memory(terms, memory, store, embedder, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress)
+    memory_info = _setup_memory(terms, filt, memory, store, embedder, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress)
     tmp = _prepare_out(out, overwrite)
 
     try:
@@ -194,41 +195,48 @@ def sample(
     typer.echo(f"wrote {n} samples to {out} ({run.seconds:.1f} s sampling, {run.seconds / n * 1000:.0f} ms per sample)")
 
 
-def _setup_memory(terms, name, store_path, embedder_spec, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress):
-    """Attach a novelty memory to every ``--guide novelty`` term; returns a manifest-info callable (or None)."""
+def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress):
+    """Attach a history to the term or filter that keeps one: the named one with ``--memory`` (loaded or
+    created in the store), else a novelty memory for this command only. Returns a manifest-info callable (or None)."""
     from .guidance import NoveltyGuidance
     from .memory import embedder_from_spec
-    from .memory.setup import StoreObserver, attach_memory, open_memory, real_reference, reference_pool
-    from .memory.store import MemoryStore, new_memory
+    from .memory.setup import StoreObserver, history_owners, open_history
+    from .memory.store import MemoryStore
 
-    if not any(isinstance(t, NoveltyGuidance) for t in terms):
-        if name is not None:
-            raise NoveltynetsError("--memory needs --guide novelty")
-        return None
+    owners = history_owners(terms, filt)
+    if name is not None and not owners:
+        used = ", ".join([t.name for t in terms] + ([filt.name] if filt else [])) or "plain sampling"
+        raise NoveltynetsError(f"--memory needs a method that keeps a history (--guide novelty or repel, --filter knn-filter, "
+                               f"lsh-filter or oversample); {used} keeps none")
+    if name is not None and len(owners) > 1:
+        raise NoveltynetsError(f"--memory names one history, but {' and '.join(o.name for o in owners)} each keep one")
+    novelty = [o for o in owners if isinstance(o, NoveltyGuidance)]
+    if name is None and not novelty:
+        return None  # a peer's history lives for this command only, inside its term or filter
+    owner = owners[0] if name is not None else novelty[0]
     if negatives not in ("pool", "real", "jitter"):
         raise NoveltynetsError(f"--negatives must be pool, real or jitter, got {negatives!r}")
     if pool_size < 2:
         raise NoveltynetsError("--pool-size must be at least 2")
     st = MemoryStore(store_path)
-    emb = embedder_from_spec(_embedder_spec(st, name, embedder_spec), m)
+    if isinstance(owner, NoveltyGuidance):
+        emb = embedder_from_spec(_embedder_spec(st, name, embedder_spec), m)
+    elif embedder_spec is not None:
+        raise NoveltynetsError(f"--embedder is the novelty memory's; {owner.name}'s history uses its own (e.g. {owner.name}:embedder=...)")
+    else:
+        emb = owner.history_embedder(m)
     cfg_used = cfg if klass is not None else 1.0
-    term = next(t for t in terms if isinstance(t, NoveltyGuidance))
-    traj = term.observed_steps(steps) if term.trajectory and negatives == "pool" else []  # the pool's x̂0 where the term observes
+    history, version = open_history(st, name, owner, m, emb, klass, cfg_used, steps, scheduler, negatives, pool_size, scope, dev, progress)
     if name is None:  # session scope: lives for this command only
-        mem = new_memory(emb, m.model_id, dev, negatives=negatives, trajectory=bool(traj))
-        if negatives == "pool":
-            mem.set_reference(reference_pool(st, m, emb, klass, cfg_used, steps, scheduler, pool_size, dev, progress, traj), pool_size)
-        elif negatives == "real":
-            mem.set_reference(real_reference(emb, klass))
-        attach_memory(terms, mem, emb)
-        return lambda: {"name": None, "scope": "session", "embedder": emb.id, "n_seen": mem.n_seen}
-    mem, version = open_memory(st, name, m, emb, klass, cfg_used, steps, scheduler, negatives, pool_size, scope, dev, progress, traj)
-    settings = {"class": klass, "cfg": cfg_used, "steps": steps, "scheduler": scheduler, "guidance": [t.to_dict() for t in terms]}
-    observer = StoreObserver(st, name, term, version, settings)
-    attach_memory(terms, mem, emb, observer)
+        owner.attach(history, None, emb)
+        return lambda: {"name": None, "scope": "session", "kind": history.kind, "embedder": emb.id, "n_seen": history.n_seen}
+    settings = {"class": klass, "cfg": cfg_used, "steps": steps, "scheduler": scheduler, "guidance": [t.to_dict() for t in terms],
+                "filter": filt.to_dict() if filt else None}
+    observer = StoreObserver(st, name, owner, version, settings)
+    owner.attach(history, observer, emb)
     start_version = version
-    return lambda: {"name": name, "store": str(st.path), "embedder": emb.id, "version_before": start_version,
-                    "version_after": observer.version, "n_seen": term.memory.n_seen}
+    return lambda: {"name": name, "store": str(st.path), "kind": history.kind, "embedder": emb.id, "version_before": start_version,
+                    "version_after": observer.version, "n_seen": owner.memory.n_seen}
 
 
 def _embedder_spec(store, name: str | None, spec: str | None) -> str:
@@ -321,6 +329,11 @@ def bench(
     out: Path = typer.Option(Path("bench"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Keep sampling: R runs of --n per class, run r on seeds (r-1)*n..r*n-1, "
+                                       "every method keeping its history across the runs (BENCHMARK.md, protocol 2). The "
+                                       "output folder fills as runs complete."),
+    resume: bool = typer.Option(False, "--resume", help="With --keep: continue the keep benchmark in --out (same settings; "
+                                "a larger --keep adds runs)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Benchmark methods side by side on the same seeds: results.json/.csv, pareto.png, grids, report.html."""
@@ -337,21 +350,34 @@ def bench(
         class_list = [c.strip() if c.strip() == UNCOND else int(c) for c in classes.split(",") if c.strip()]
     except ValueError:
         raise NoveltynetsError(f"--classes must be comma-separated digits or {UNCOND!r}, got {classes!r}") from None
+    if keep is not None and keep < 1:
+        raise NoveltynetsError(f"--keep needs at least 1 run, got {keep}")
+    if resume and keep is None:
+        raise NoveltynetsError("--resume continues a keep benchmark: pass --keep R")
     kw = dict(methods=list(method) or ["plain", "novelty"], batch_size=batch_size, device=_device(device))
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(classes=class_list, n=n, steps=steps, **kw)
     methods = cfg.validate()  # bad input fails here, before the model loads or a file is written
+    if keep is None and any(m.memory != "continued" for m in methods):
+        raise NoveltynetsError("memory=fresh|unrelated says what a history is across runs: it needs --keep R")
+    if keep is not None:
+        from .bench.keep import validate_methods
+
+        validate_methods(cfg)
     m = load_model(model, device=cfg.device)
+    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["noveltynets", *sys.argv[1:]]), "device": cfg.device, "model": m.model_id,
+            "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "python": platform.python_version()},
+            "cpu_threads": torch.get_num_threads()}
+    # each row as it is judged, on stderr: a long run that is killed still leaves its rows in the log
+    log = lambda row: typer.echo("row " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), err=True)  # noqa: E731
+    if keep is not None:
+        _keep_bench(cfg, methods, keep, resume, overwrite, out, m, meta, log, progress)
+        return
     tmp = _prepare_out(out, overwrite)
     try:
         with progress_bar(len(cfg.classes) * len(methods), "bench", progress) as advance:
-            # each row as it is judged, on stderr: a long run that is killed still leaves its rows in the log
-            result = run_bench(cfg, m, advance=advance, log=lambda row: typer.echo("row " + json.dumps(
-                {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), err=True))
-        meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "command": " ".join(["noveltynets", *sys.argv[1:]]), "device": cfg.device, "model": m.model_id,
-                "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-                             "python": platform.python_version()},
-                "cpu_threads": torch.get_num_threads()}
+            result = run_bench(cfg, m, advance=advance, log=log)
         write_outputs(result, tmp, meta)
         _commit_out(tmp, out)
     finally:
@@ -362,6 +388,24 @@ def bench(
     for r in result["means"]:
         typer.echo(r["setting"][:40].ljust(40) + "".join(f"{r.get(k, float('nan')):12.4f}" for k in keys))
     typer.echo(f"wrote {out}/report.html")
+
+
+def _keep_bench(cfg, methods, runs, resume, overwrite, out, model, meta, log, progress) -> None:
+    """``bench --keep``: the output folder fills run by run (a killed benchmark is continued with --resume)."""
+    from .bench.keep import KeepBench
+    from .bench.report import write_keep_outputs
+    from .progress import progress_bar
+
+    bench = KeepBench(cfg, runs, model, out, resume=resume, overwrite=overwrite)
+    with progress_bar(len(cfg.classes) * runs * len(methods), "keep", progress) as advance:
+        result = bench.run(advance=advance, log=log)
+    write_keep_outputs(result, out, meta)
+    typer.echo("setting".ljust(44) + "".join(f"run {r}".rjust(14) for r in range(1, runs + 1)))
+    for s in dict.fromkeys(r["setting"] for r in result["rows"]):
+        cells = {r["run"]: r for r in result["rows"] if r["setting"] == s and str(r["class"]) == str(cfg.classes[-1])}
+        typer.echo(s[:44].ljust(44) + "".join((f"{cells[k]['near_dup']:.3f}" if k in cells else "—").rjust(14)
+                                              for k in range(1, runs + 1)))
+    typer.echo(f"near-dup rate vs history by run (class {cfg.classes[-1]}); wrote {out}/report.html")
 
 
 @app.command("bench-merge")
@@ -402,12 +446,12 @@ def _store(path):
 @memory_app.command("list")
 @friendly
 def memory_list(store: Optional[Path] = StoreOpt) -> None:
-    """One line per memory: name, scope, samples seen, embedder, model."""
+    """One line per history: name, kind, scope, samples seen, embedder, model."""
     st = _store(store)
     for name in st.names():
         try:
             i = st.info(name)
-            typer.echo(f"{i.name}\t{i.scope}\t{i.n_seen} seen\t{i.embedder_id}\t{i.model_id}")
+            typer.echo(f"{i.name}\t{i.kind}\t{i.scope}\t{i.n_seen} seen\t{i.embedder_id}\t{i.model_id}")
         except Exception as e:  # one damaged row must not hide the others
             typer.echo(f"{name}\t(unreadable: {e})")
 
@@ -415,13 +459,14 @@ def memory_list(store: Optional[Path] = StoreOpt) -> None:
 @memory_app.command("show")
 @friendly
 def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
-    """Everything about one memory, as JSON."""
+    """Everything about one memory or history, as JSON."""
     from dataclasses import asdict
     st = _store(store)
     info = asdict(st.info(name))
     mem, _ = st.load(name)
-    info.update(samples_recorded=st.count_samples(name), replay_size=len(mem.replay), reference_negatives=len(mem.negatives),
-                train_steps=mem.train_steps)
+    info["samples_recorded"] = st.count_samples(name)
+    if mem.kind == "novelty":
+        info.update(replay_size=len(mem.replay), reference_negatives=len(mem.negatives), train_steps=mem.train_steps)
     typer.echo(json.dumps(info, indent=2))
 
 

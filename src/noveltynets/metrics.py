@@ -108,6 +108,22 @@ def history_novelty(samples) -> float:
     return float(d.mean()) if len(d) else 0.0
 
 
+def greedy_cover(samples, radius: float) -> np.ndarray:
+    """Distinct modes found as samples arrive: sample i opens a new mode when it is at least ``radius``
+    from the centre of every mode opened before it (a greedy cover, in sampling order). Returns the
+    cumulative count (N,): entry i is the number of modes among samples 0..i."""
+    (x,) = _check(samples)
+    if not radius > 0:
+        raise NoveltynetsError(f"cover radius must be positive, got {radius}")
+    centres = torch.empty(0, x.shape[1], dtype=x.dtype)
+    counts = np.zeros(len(x), dtype=np.int64)
+    for i, row in enumerate(x):
+        if len(centres) == 0 or torch.cdist(row[None], centres).min() >= radius:
+            centres = torch.cat([centres, row[None]])
+        counts[i] = len(centres)
+    return counts
+
+
 # --- diversity -----------------------------------------------------------------------------------
 
 def _entropy_q(p: np.ndarray, q: float) -> float:

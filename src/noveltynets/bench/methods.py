@@ -2,7 +2,14 @@
 
 A method is written ``NAME[:key=value,...]``. ``cfg``, ``eta`` and ``temp`` (initial-noise
 temperature) are understood by every method, so the plain knobs are ``plain:cfg=1``,
-``plain:eta=1``, ``plain:temp=0.9``; the other keys belong to the method. Names resolve in
+``plain:eta=1``, ``plain:temp=0.9``; so is ``memory`` (``continued``, ``fresh`` or ``unrelated``:
+what a method's history is across the runs of ``bench --keep``, see :mod:`~noveltynets.bench.keep`);
+the other keys belong to the method.
+
+A method runs in three steps, so the keep-sampling runner can give its terms or filter histories
+from the store in between: ``build`` (fresh guidance terms or filter, no history),
+``attach_session`` (histories for this run only: a novelty memory with its reference pool) and
+``generate``. Names resolve in
 order: ``A+B`` combines guidance methods (:class:`Combo`), a method registered here with
 :func:`register` (``plain``, ``novelty``), then any
 guidance term of :mod:`noveltynets.guidance` (a fresh term per class, its keys as in
@@ -20,7 +27,7 @@ import torch
 
 from ..errors import NoveltynetsError
 from ..filters import FILTERS, parse_filter
-from ..guidance import NoveltyGuidance, parse_guide, registry
+from ..guidance import parse_guide, registry
 from ..sampling import sample
 
 METHODS: dict[str, type["Method"]] = {}
@@ -31,14 +38,26 @@ def register(cls: type["Method"]) -> type["Method"]:
     return cls
 
 
+MEMORY_MODES = ("continued", "fresh", "unrelated")
+
+
 @dataclass
 class Context:
-    """What every method of one benchmark run shares: the model, the sampling settings, caches."""
+    """What every method of one benchmark run shares: the model, the sampling settings, caches, a store
+    (reference pools, and the named histories of ``bench --keep``)."""
     model: object
     steps: int = 50
     batch_size: int = 16
     device: str = "cpu"
     cache: dict = field(default_factory=dict)
+    store: object = None  # a MemoryStore; None: a private one in memory, made on first use
+
+    def get_store(self):
+        if self.store is None:
+            from ..memory.store import MemoryStore
+
+            self.store = MemoryStore(":memory:")
+        return self.store
 
 
 @dataclass
@@ -65,8 +84,11 @@ class Method:
         self.cfg = self._pop("cfg", float, 2.0)
         self.eta = self._pop("eta", float, 0.0)
         self.temp = self._pop("temp", float, 1.0)
+        self.memory = self._pop("memory", str, "continued")
         if self.cfg < 0 or self.eta < 0 or not self.temp > 0:
             raise NoveltynetsError(f"method {self.spec!r}: cfg and eta must be non-negative and temp positive")
+        if self.memory not in MEMORY_MODES:
+            raise NoveltynetsError(f"method {self.spec!r}: memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}")
 
     def _pop(self, key: str, typ: type, default):
         if key not in self.settings:
@@ -85,8 +107,42 @@ class Method:
     def label(self) -> str:
         return self.spec
 
-    def run(self, ctx: Context, klass: int, seeds: list[int]) -> MethodRun:
+    def build(self, ctx: Context, klass: int) -> list:
+        """Fresh guidance terms, or ``[filter]``, for one run of one class (no history attached)."""
+        return []
+
+    def history_embedder(self, ctx: Context, owner):
+        """The embedder of the history ``owner`` (one of :meth:`build`'s) keeps: its own, or a novelty memory's."""
+        return owner.history_embedder(ctx.model)
+
+    def pool_size(self, owner) -> int:
+        """Unguided samples in the reference pool of a new novelty memory of ``owner``."""
+        return 128
+
+    def attach_session(self, ctx: Context, klass: int, built: list) -> None:
+        """Histories for this run only, where one must be made: a novelty memory with its reference pool
+        (the other terms and filters start their own empty history)."""
+        from ..memory.setup import history_owners, open_history
+
+        for owner in history_owners(*_split(built)):
+            if owner.history_kind == "novelty":
+                emb = self.history_embedder(ctx, owner)
+                memory, _ = open_history(ctx.get_store(), None, owner, ctx.model, emb, klass, self.cfg, ctx.steps, "ddim",
+                                         pool_size=self.pool_size(owner), device=ctx.device)
+                owner.attach(memory, None, emb)
+
+    def generate(self, ctx: Context, klass: int, seeds: list[int], built: list) -> MethodRun:
         raise NotImplementedError
+
+    def run(self, ctx: Context, klass: int, seeds: list[int]) -> MethodRun:
+        """One run with histories of its own; ``setup_seconds`` is what making them took (e.g. a reference pool)."""
+        t0 = time.perf_counter()
+        built = self.build(ctx, klass)
+        self.attach_session(ctx, klass, built)
+        setup = time.perf_counter() - t0
+        out = self.generate(ctx, klass, seeds, built)
+        out.setup_seconds = setup
+        return out
 
     def _sample(self, ctx: Context, klass: int, seeds: list[int], guidance=()) -> MethodRun:
         run = sample(ctx.model, seeds, klass, self.cfg, ctx.steps, "ddim", self.eta, list(guidance),
@@ -104,7 +160,7 @@ class Plain(Method):
         if self.settings:
             raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta, temp")
 
-    def run(self, ctx, klass, seeds):
+    def generate(self, ctx, klass, seeds, built):
         out = self._sample(ctx, klass, seeds)
         store = plain_store(ctx, self, klass)  # the filters' candidates r = 0 are these very images
         for s, img in zip(seeds, out.images):
@@ -126,17 +182,17 @@ class GuidanceMethod(Method):
         self.guide = self.own_spec(self.name)
         parse_guide(self.guide)  # validate now, before any sampling
 
-    def make_terms(self, ctx: Context, klass: int) -> list:
-        """Fresh guidance terms for one class (with whatever one-off setup they need)."""
+    def build(self, ctx, klass):
         return [parse_guide(self.guide)]
 
-    def run(self, ctx, klass, seeds):
-        t0 = time.perf_counter()
-        terms = self.make_terms(ctx, klass)
-        setup = time.perf_counter() - t0
-        out = self._sample(ctx, klass, seeds, terms)
-        out.setup_seconds = setup
-        return out
+    def make_terms(self, ctx: Context, klass: int) -> list:
+        """Fresh guidance terms for one class, with the histories they need for one run."""
+        terms = self.build(ctx, klass)
+        self.attach_session(ctx, klass, terms)
+        return terms
+
+    def generate(self, ctx, klass, seeds, built):
+        return self._sample(ctx, klass, seeds, built)
 
 
 @register
@@ -158,22 +214,13 @@ class Novelty(GuidanceMethod):
         self.guide = self.own_spec("novelty")
         parse_guide(self.guide)
 
-    def make_terms(self, ctx, klass):
+    def history_embedder(self, ctx, owner):
         from ..memory import embedder_from_spec
-        from ..memory.setup import POOL_SEED_BASE, attach_memory, pool_run
-        from ..memory.store import new_memory
 
-        term: NoveltyGuidance = parse_guide(self.guide)
-        emb = embedder_from_spec(self.embedder, ctx.model)
-        traj = term.observed_steps(ctx.steps) if term.trajectory else []
-        key = ("pool", emb.id, klass, self.cfg, self.pool, tuple(traj))
-        if key not in ctx.cache:  # made once per run and shared by every novelty setting that needs it
-            ctx.cache[key] = pool_run(ctx.model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + self.pool), klass, self.cfg,
-                                      ctx.steps, "ddim", traj, ctx.device)
-        memory = new_memory(emb, ctx.model.model_id, ctx.device, trajectory=bool(traj))
-        memory.set_reference(ctx.cache[key], n_final=self.pool)
-        attach_memory([term], memory, emb)
-        return [term]
+        return embedder_from_spec(self.embedder, ctx.model)
+
+    def pool_size(self, owner):
+        return self.pool
 
 
 class Combo(GuidanceMethod):
@@ -192,8 +239,17 @@ class Combo(GuidanceMethod):
         self.cfg, self.eta, self.temp = knobs.pop()
         self.name = "+".join(p.name for p in self.parts)
 
-    def make_terms(self, ctx, klass):
-        return [t for p in self.parts for t in p.make_terms(ctx, klass)]
+    def build(self, ctx, klass):
+        return [t for p in self.parts for t in p.build(ctx, klass)]
+
+    def _part(self, owner) -> Method:
+        return next(p for p in self.parts if p.name == owner.name)
+
+    def history_embedder(self, ctx, owner):
+        return self._part(owner).history_embedder(ctx, owner)
+
+    def pool_size(self, owner):
+        return self._part(owner).pool_size(owner)
 
 
 class FilterMethod(Method):
@@ -210,7 +266,10 @@ class FilterMethod(Method):
         self.filter_spec = self.own_spec(self.name)
         parse_filter(self.filter_spec)  # validate now
 
-    def run(self, ctx, klass, seeds):
+    def build(self, ctx, klass):
+        return [parse_filter(self.filter_spec)]
+
+    def generate(self, ctx, klass, seeds, built):
         store, asked, making = plain_store(ctx, self, klass), [], [0.0]
 
         def generate(batch):
@@ -226,9 +285,17 @@ class FilterMethod(Method):
             return torch.stack([store[s][0] for s in batch])
 
         t0 = time.perf_counter()
-        out = parse_filter(self.filter_spec).run(generate, seeds, ctx.batch_size)
+        out = built[0].run(generate, seeds, ctx.batch_size)
         own = time.perf_counter() - t0 - making[0]
         return MethodRun(out.images, own + sum(store[s][1] for s in asked), generated=out.generated)
+
+
+def _split(built: list) -> tuple[list, object]:
+    """(guidance terms, filter or None) of what :meth:`Method.build` made."""
+    from ..filters import Filter
+
+    filters = [b for b in built if isinstance(b, Filter)]
+    return [b for b in built if not isinstance(b, Filter)], (filters[0] if filters else None)
 
 
 def parse_method(spec: str) -> Method:

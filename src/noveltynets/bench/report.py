@@ -188,3 +188,106 @@ excluded: <code>setup_seconds</code> in results.json).</p>
 <h2>Samples</h2>{grid_html}
 </body></html>
 """
+
+
+# -- the keep-sampling benchmark (bench --keep) ---------------------------------------------------
+KEEP_KEYS = ["near_dup", "precision", "adherence", "novelty", "modes", "vendi_all", "coverage_all", "cost_ratio",
+             "seconds", "setup_seconds", "history_bytes", "step_ms", "update_ms"]
+
+
+def write_keep_outputs(result: dict, out: Path, meta: dict) -> None:
+    """results.json/.csv, keep_near_dup.png, keep_modes.png, a grid per method (its last run) and report.html."""
+    rows = result["rows"]
+    (out / "results.json").write_text(json.dumps({**meta, "config": result["config"], "rows": rows, "curves": result["curves"]}, indent=2))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = out / ".results.csv.partial"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out / "results.csv")
+    keep_plots(result, out)
+    grids = {}
+    for label, per_class in result["images"].items():
+        imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
+        grids[label] = f"grid_{slug(label)}.png"
+        save_png(make_grid(imgs, ncols=16), out / grids[label])
+    (out / "report.html").write_text(keep_report_html(result, meta, grids))
+
+
+def keep_plots(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, classes = result["rows"], list(result["curves"])
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    colours = {s: ("black" if s == "real images" else plt.cm.tab10(i % 10)) for i, s in enumerate(settings)}
+    for name, ylabel in (("keep_near_dup.png", "near-dup rate vs all history (lower is better)"),
+                         ("keep_modes.png", "distinct modes (greedy cover at τ)")):
+        fig, axes = plt.subplots(1, max(1, len(classes)), figsize=(5.5 * max(1, len(classes)), 4.5), squeeze=False)
+        for ax, label in zip(axes[0], classes):
+            for s in settings:
+                if name == "keep_near_dup.png":
+                    pts = sorted((r["run"], r["near_dup"]) for r in rows if r["setting"] == s and str(r["class"]) == label)
+                    if pts:
+                        ax.plot(*zip(*pts), marker="o", color=colours[s], ls="--" if s == "real images" else "-", label=s)
+                    ax.set_xlabel("run")
+                elif s in result["curves"][label]:
+                    curve = result["curves"][label][s]
+                    ax.plot(range(1, len(curve) + 1), curve, color=colours[s], ls="--" if s == "real images" else "-", label=s)
+                    ax.set_xlabel("samples generated")
+            ax.set_title(f"class {label}")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+
+def _keep_table(rows: list[dict], key: str, runs: int) -> str:
+    """One row per setting, one column per run: ``key`` (and precision beside near_dup)."""
+    head = "<tr><th>setting</th>" + "".join(f"<th>run {r}</th>" for r in range(1, runs + 1)) + "</tr>"
+    body = ""
+    for s in dict.fromkeys(r["setting"] for r in rows):
+        cells = []
+        for run in range(1, runs + 1):
+            r = next((x for x in rows if x["setting"] == s and x["run"] == run), None)
+            v = "—" if r is None or key not in r else f"{r[key]:.4g}" if isinstance(r[key], float) else str(r[key])
+            if r is not None and key == "near_dup" and "precision" in r and r["method"] != "real":
+                v += f" / {r['precision']:.3f}"
+            cells.append(f"<td>{html.escape(v)}</td>")
+        body += f"<tr><td style='text-align:left'>{html.escape(s)}</td>{''.join(cells)}</tr>"
+    return f"<table>{head}{body}</table>"
+
+
+def keep_report_html(result: dict, meta: dict, grids: dict[str, str]) -> str:
+    cfg, rows = result["config"], result["rows"]
+    tables = ""
+    for label in result["curves"]:
+        rs = [r for r in rows if str(r["class"]) == label]
+        tables += f"<h2>Class {html.escape(label)}</h2>"
+        for key, title in (("near_dup", "near-dup rate vs all history / precision"), ("modes", "distinct modes so far"),
+                           ("cost_ratio", "wall time ÷ plain's (first run: with a new memory's reference pool)"),
+                           ("history_bytes", "history bytes"), ("step_ms", "ms per guided step of the history's term"),
+                           ("adherence", "adherence")):
+            tables += f"<h3>{title}</h3>{_keep_table(rs, key, cfg['runs'])}"
+    grid_html = "".join(f"<h3>{html.escape(s)}</h3><img src='{html.escape(f)}'>" for s, f in grids.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>noveltynets keep-sampling benchmark</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%;image-rendering:pixelated}}</style></head>
+<body><h1>Keep sampling: {cfg['runs']} runs of {cfg['n']} per class</h1>
+<p>Command: <code>{html.escape(str(meta.get("command", "")))}</code><br>Settings: <code>{html.escape(json.dumps(cfg))}</code><br>
+Device: {html.escape(str(meta.get("device", "")))}; created {html.escape(str(meta.get("created", "")))}</p>
+<p>Each run is judged against every earlier sample of its method's history (earlier runs and earlier in the run), in
+the evaluation embedder's space (BENCHMARK.md, "keep sampling"). "real images": the class's real images in a fixed
+random order, {cfg['n']} per run while they last: the floor a generator drawing fresh data would reach.</p>
+<h2>Near-dup rate by run</h2><img src="keep_near_dup.png">
+<h2>Distinct modes vs samples generated</h2><img src="keep_modes.png">
+{tables}
+<h2>Last run of each method</h2>{grid_html}
+</body></html>
+"""

@@ -94,6 +94,13 @@ class Judge:
             "fid": metrics.fid(self.heldout, new), "kid": metrics.kid(self.heldout, new)[0],
         }
 
+    def cumulative(self, images: torch.Tensor) -> dict:
+        """Metrics of everything generated so far: Vendi, coverage of the real class, distinct modes
+        (greedy cover at the near-dup radius τ, in order)."""
+        f = self.ev.features(images).numpy()
+        return {"vendi_all": metrics.vendi_score(f), "coverage_all": metrics.density_coverage(self.real, f)[1],
+                "modes": int(metrics.greedy_cover(f, self.tau)[-1])}
+
 
 def run_bench(cfg: BenchConfig, model, advance=lambda **kw: None, log=lambda row: None) -> dict:
     """Run every method on every class; returns {"config", "rows", "means", "images"}.

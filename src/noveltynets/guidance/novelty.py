@@ -33,7 +33,7 @@ early-warning AUC ~0.5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -63,6 +63,7 @@ class NoveltyGuidance(GuidanceTerm):
     memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     embedder: Any = field(default=None, repr=False, compare=False, metadata={"config": False})
     observer: Callable | None = field(default=None, repr=False, compare=False, metadata={"config": False})
+    history_kind: ClassVar[str] = "novelty"  # the history it keeps: a NoveltyMemory (see memory.store.KINDS)
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,6 +81,10 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
         if self.memory_weight < 0 or self.batch_weight < 0:
             raise NoveltynetsError(f"novelty: memory_weight and batch_weight must be >= 0, got {self.memory_weight} and {self.batch_weight}")
+
+    def attach(self, memory, observer: Callable | None = None, embedder=None) -> None:
+        """Guide with ``memory`` (embedding with ``embedder``, the memory's own) and let ``observer`` teach it after each batch."""
+        self.memory, self.observer, self.embedder = memory, observer, embedder if embedder is not None else self.embedder
 
     def _basis(self) -> torch.Tensor:
         """(dim, k): the top-``subspace`` principal directions of the memory's reference embeddings (cached)."""

@@ -8,7 +8,8 @@ embeddings z_k, the correction
 moves it to the edge of each ball it is in, times the over-compensation λ (1.6 by default,
 the paper's choice, so that the denoiser's pull back does not land it inside again). It is
 zero for samples in no ball: the intervention is sparse. References are a protected set
-(``protect=train``: the training images, or a file of images), the finished samples of earlier batches (``history``, dynamic) and
+(``protect=train``: the training images, or a file of images), the finished samples of earlier batches (``history``, dynamic: an
+:class:`~noveltynets.memory.history.ExactHistory`, kept in the store under a name with ``--memory NAME``, so it spans runs) and
 the batch-mates' current x̂0 (``in_batch``: sample i is repelled from batch-mates j < i, so
 earlier samples keep their course, as in the order the benchmark counts near-duplicates).
 Neighbours come from a faiss flat index (exact, radius search), which grows with history.
@@ -22,7 +23,7 @@ change (guidance.base: x̂0' = x̂0 + (1 − ᾱ)/ᾱ · scale · grad).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -76,6 +77,9 @@ class RepelGuidance(GuidanceTerm):
     embedder: str = "pooled-pixels:8"
     protect: str = ""  # a protected set: "train" (the shipped training split, 4,500 images) or a samples.npz / .npy of images
     references: Any = field(default=None, repr=False, compare=False, metadata={"config": False})  # protected set (N, dim)
+    memory: Any = field(default=None, repr=False, compare=False, metadata={"config": False})  # the history (ExactHistory)
+    observer: Any = field(default=None, repr=False, compare=False, metadata={"config": False})  # e.g. the store's, after each batch
+    history_kind: ClassVar[str] = "exact"
 
     def __post_init__(self):
         super().__post_init__()
@@ -86,7 +90,9 @@ class RepelGuidance(GuidanceTerm):
         self._embed = embedder_from_spec(self.embedder)  # needs no model: pooled pixels and the like
         from ..memory.history import KnnHistory
 
-        self._history = KnnHistory(self._embed.dim)
+        self._protected = KnnHistory(self._embed.dim)
+        if self.memory is None:
+            self.memory = self.new_history(self._embed)
         if self.references is not None:
             self.add(torch.as_tensor(self.references))
         if self.protect:
@@ -94,21 +100,36 @@ class RepelGuidance(GuidanceTerm):
                 self.add(self._embed(load_images(self.protect)))
         self.interventions = 0  # samples moved, summed over steps (how sparse it is)
 
+    def new_history(self, embedder, model_id: str = ""):
+        """An empty history of this term's kind for ``embedder`` (its own: ``history_embedder``)."""
+        from ..memory.history import ExactHistory, HistoryConfig
+
+        return ExactHistory(HistoryConfig(embedder.dim, embedder.id, model_id))
+
+    def history_embedder(self, model=None):
+        return self._embed
+
+    def attach(self, memory, observer=None, embedder=None) -> None:
+        """Repel from ``memory`` (an exact history made with this term's embedder) and let ``observer`` extend it."""
+        if memory.config.embedder_id != self._embed.id:
+            raise NoveltynetsError(f"repel: its history was made with embedder {memory.config.embedder_id!r}, not {self._embed.id!r}")
+        self.memory, self.observer = memory, observer
+
     def add(self, embeddings: torch.Tensor) -> None:
-        """Add reference embeddings (N, dim) to the index."""
+        """Add protected reference embeddings (N, dim) to the index."""
         try:
-            self._history.add(embeddings)
+            self._protected.add(embeddings)
         except NoveltynetsError as err:
             raise NoveltynetsError(f"repel: references: {err}") from None
 
     @property
     def n_references(self) -> int:
-        return len(self._history)
+        return len(self._protected) + self.memory.n_seen
 
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
         with torch.no_grad():
             e = self._embed(x0_hat)
-        refs = self._history.within(e, self.radius)
+        refs = [torch.cat([p, h]) for p, h in zip(self._protected.within(e, self.radius), self.memory.within(e, self.radius))]
         if self.in_batch:  # batch-mates j < i join i's references
             refs = [torch.cat([r, e[:i]]) for i, r in enumerate(refs)]
         delta = self.overcompensation * ball_correction(e, refs, self.radius)
@@ -118,4 +139,8 @@ class RepelGuidance(GuidanceTerm):
     def on_samples_end(self, x0: torch.Tensor, info: dict) -> None:
         if self.history:
             with torch.no_grad():
-                self.add(self._embed(x0))
+                e = self._embed(x0)
+            if self.observer is not None:  # the store: observes under its lock and persists
+                self.observer(e, info)
+            else:
+                self.memory.observe(e)

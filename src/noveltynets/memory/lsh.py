@@ -50,9 +50,13 @@ class LSHBloom:
         codes = (signs.long() * weights).sum(-1)  # (N, bands) integers of `bits` bits
         return [[band.to_bytes(2, "big") + int(c).to_bytes(8, "big") for band, c in enumerate(row)] for row in codes.tolist()]
 
+    def collisions(self, e: torch.Tensor) -> torch.Tensor:
+        """(N,) int: how many of each row's bands collide with an added embedding (more = nearer history)."""
+        return torch.tensor([sum(k in self.bloom for k in ks) for ks in self.keys(e)], dtype=torch.long)
+
     def seen(self, e: torch.Tensor) -> torch.Tensor:
         """(N,) bool: whether any band of each row collides with an added embedding."""
-        return torch.tensor([any(k in self.bloom for k in ks) for ks in self.keys(e)], dtype=torch.bool)
+        return self.collisions(e) > 0
 
     def add(self, e: torch.Tensor) -> None:
         for ks in self.keys(e):

@@ -70,7 +70,16 @@ class MemoryConfig:
     proximity_sigma: float = 3.0
     target_rows: int = 4096  # remembered rows the targets' distances are taken against (a random draw beyond)
     query_rows: int = 2048  # proximity queries (with exact targets) made per update, cycled through its steps in batches
+    projection: int = 0  # > 0: the memory lives in the top-k principal directions of its reference's finished samples
+    # (fixed when the reference is set): distances, replay and both heads in k dimensions, so the smooth head's gradient
+    # points along the ways the model's samples vary (measured offline, class 7: cosine with "away from the nearest
+    # history sample" 0.38 at k = 32 against 0.10 on full pixels, near-dup AUC 0.76 both) and the replay is k-d
     seed: int = 0
+
+    @property
+    def space_dim(self) -> int:
+        """The dimension the heads, replay and distances work in."""
+        return self.projection or self.dim
 
     def __post_init__(self):
         if self.replay not in ("reservoir", "full"):
@@ -89,6 +98,10 @@ class MemoryConfig:
             raise NoveltynetsError("proximity_radius, query_jitter, proximity sigmas, target_rows and query_rows must be positive")
         if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size, self.recall_hidden) <= 0:
             raise NoveltynetsError("memory sizes and step counts must be positive")
+        if not 0 <= self.projection <= self.dim:
+            raise NoveltynetsError(f"projection must be between 0 (off) and the embedding dimension {self.dim}, got {self.projection}")
+        if self.projection and self.negatives == "jitter":
+            raise NoveltynetsError("projection needs reference samples to find their principal directions, not jitter negatives")
 
     @classmethod
     def from_dict(cls, d: dict) -> "MemoryConfig":
@@ -98,6 +111,8 @@ class MemoryConfig:
 
 class NoveltyMemory:
     """An MLP ``embedding -> log-odds(seen)`` with its replay buffer and reference negatives."""
+
+    kind = "novelty"  # as the store names it (beside the peers' exact and LSH histories)
 
     def __init__(self, config: MemoryConfig, device: str | torch.device = "cpu"):
         self.config, self.device = config, torch.device(device)
@@ -115,12 +130,15 @@ class NoveltyMemory:
             self.recall_freqs, self.recall_net = self._head(sharp, config.recall_hidden, False, config.seed + 1)
             self.recall_opt = torch.optim.Adam(self.recall_net.parameters(), lr=config.lr)
         self.gen = torch.Generator("cpu").manual_seed(config.seed)
-        self.replay = torch.zeros(0, config.dim, device=self.device)
-        self.replay_final = torch.zeros(0, config.dim, device=self.device)  # finished samples only (the recall head's)
-        self.negatives = torch.zeros(0, config.dim, device=self.device)
+        k = config.space_dim  # everything below lives in the (projected) space
+        self.replay = torch.zeros(0, k, device=self.device)
+        self.replay_final = torch.zeros(0, k, device=self.device)  # finished samples only (the recall head's)
+        self.negatives = torch.zeros(0, k, device=self.device)
         self.n_ref_final = 0  # the first n_ref_final reference rows are finished samples (the rest: x̂0 along trajectories)
-        self.mean = torch.zeros(config.dim, device=self.device)
-        self.std = torch.ones(config.dim, device=self.device)
+        self.mean = torch.zeros(k, device=self.device)
+        self.std = torch.ones(k, device=self.device)
+        self.centre = torch.zeros(config.dim, device=self.device)  # the projection: (e − centre) @ basis
+        self.basis = torch.zeros(config.dim, config.projection, device=self.device) if config.projection else None
         self.n_seen = 0  # samples observed
         self.n_offered = 0  # embeddings offered to the replay (with trajectories, several per sample)
         self.train_steps = 0
@@ -130,41 +148,49 @@ class NoveltyMemory:
         c = self.config
         freqs = None
         if c.fourier:
-            freqs = (torch.randn(c.dim, len(sigmas), generator=torch.Generator().manual_seed(seed)) * sigmas).to(self.device)
-        dims = [(2 * len(sigmas) + c.dim * raw) if c.fourier else c.dim] + [hidden] * c.layers
+            freqs = (torch.randn(c.space_dim, len(sigmas), generator=torch.Generator().manual_seed(seed)) * sigmas).to(self.device)
+        dims = [(2 * len(sigmas) + c.space_dim * raw) if c.fourier else c.space_dim] + [hidden] * c.layers
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.SiLU()]
         return freqs, nn.Sequential(*layers, nn.Linear(dims[-1], 1)).to(self.device)
 
     # -- scoring --------------------------------------------------------------------------
-    def _features(self, embeddings: torch.Tensor, freqs, raw: bool, unit: float | None = None) -> torch.Tensor:
-        """A head's input: the normalised embedding's random Fourier features (and the embedding, with ``raw``)."""
+    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, dim) in the memory's space (B, space_dim): unchanged without ``projection``; differentiable."""
         if embeddings.shape[-1] != self.config.dim:
             raise NoveltynetsError(f"embedding dimension {embeddings.shape[-1]} does not match the memory's {self.config.dim}")
-        z = (embeddings.to(self.device) - self.mean) / (self.std if unit is None else unit)
+        e = embeddings.to(self.device)
+        return e if self.basis is None else (e - self.centre) @ self.basis
+
+    def _space_features(self, z: torch.Tensor, freqs, raw: bool, unit: float | None = None) -> torch.Tensor:
+        """A head's input from rows already in the memory's space."""
+        z = (z - self.mean) / (self.std if unit is None else unit)
         if freqs is not None:
             f = z @ freqs
             z = torch.cat([f.sin(), f.cos()] + [z] * raw, dim=-1)
         return z
 
-    def _logit(self, embeddings: torch.Tensor, freqs, net, raw: bool, unit: float | None = None) -> torch.Tensor:
-        return net(self._features(embeddings, freqs, raw, unit)).squeeze(-1)
-
-    def _smooth_features(self, embeddings: torch.Tensor) -> torch.Tensor:
+    def _smooth_features(self, z: torch.Tensor) -> torch.Tensor:
         unit = self.neighbour_distance() if self.config.target == "proximity" else None
-        return self._features(embeddings, self.freqs, self.config.fourier_raw, unit)
+        return self._space_features(z, self.freqs, self.config.fourier_raw, unit)
+
+    def _smooth_logit(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self._smooth_features(z)).squeeze(-1)
+
+    def _recall_logit(self, z: torch.Tensor) -> torch.Tensor:
+        if self.recall_net is None:
+            return self._smooth_logit(z)
+        return self.recall_net(self._space_features(z, self.recall_freqs, False)).squeeze(-1)
 
     def logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, dim) → (B,) log-odds of "generated before, or near something that was"; differentiable:
         the smooth head, which guidance follows (in proximity mode, sigmoid(logit) ≈ exp(−d²/2r²))."""
-        return self.net(self._smooth_features(embeddings)).squeeze(-1)
+        return self._smooth_logit(self.project(embeddings))
 
     def recall_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head (the smooth one without it)."""
-        if self.recall_net is None:
-            return self.logit(embeddings)
-        return self._logit(embeddings, self.recall_freqs, self.recall_net, False)
+        return self._recall_logit(self.project(embeddings))
 
     @torch.no_grad()
     def seen_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -197,6 +223,14 @@ class NoveltyMemory:
         n_final = len(negatives) if n_final is None else n_final
         if not 2 <= n_final <= len(negatives):
             raise NoveltynetsError(f"n_final must be between 2 and {len(negatives)}, got {n_final}")
+        k = self.config.projection
+        if k:  # the principal directions of the reference's finished samples
+            if n_final <= k:
+                raise NoveltynetsError(f"projection={k} needs a reference of more than {k} finished samples, got {n_final}")
+            final = negatives[:n_final].double()
+            self.centre = final.mean(0).float()
+            self.basis = torch.linalg.svd(final - final.mean(0), full_matrices=False).Vh[:k].T.float().contiguous()
+            negatives = self.project(negatives)
         self.negatives, self.n_ref_final = negatives, n_final
         self.mean, self.std = negatives.mean(0), self._scale(negatives)
 
@@ -254,6 +288,7 @@ class NoveltyMemory:
             raise NoveltynetsError("refusing to observe non-finite embeddings")
         if self.config.negatives != "jitter" and len(self.negatives) == 0:
             raise NoveltynetsError("this memory has no reference negatives yet (set_reference)")
+        new = self.project(new).detach()
         if len(self.negatives) == 0:  # jitter mode: normalise by the first positives
             self.mean, self.std = new.mean(0), self._scale(new) if len(new) > 1 else self.std
         self.replay, self.n_offered = self._reservoir(self.replay, new, self.n_offered)
@@ -285,13 +320,13 @@ class NoveltyMemory:
                     neg = pos + self._noise(pos, self.config.jitter_sigma)
                 else:
                     neg = self._jittered(self._draw(self.negatives, half))
-                loss = self._step(self.logit, self.opt, *self._labelled(pos, neg))
+                loss = self._step(self._smooth_logit, self.opt, *self._labelled(pos, neg))
             # 2. the recall head: finished samples only, against the reference's finished samples
             if self.recall_net is not None and len(self.replay_final):
                 rpos = torch.cat([new[:min(n_final, half)], self._draw(self.replay_final, max(0, half - n_final))])
                 rneg = (rpos + self._noise(rpos, self.config.jitter_sigma) if self.config.negatives == "jitter"
                         else self._jittered(self._draw(self.negatives[: self.n_ref_final], half)))
-                self._step(self.recall_logit, self.recall_opt, *self._labelled(rpos, rneg))
+                self._step(self._recall_logit, self.recall_opt, *self._labelled(rpos, rneg))
             self.train_steps += 1
         return float(loss.detach())
 
@@ -343,6 +378,8 @@ class NoveltyMemory:
             for i, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
                     t[f"{prefix}_opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        if self.basis is not None:
+            t.update(centre=self.centre, basis=self.basis)
         t.update(replay=self.replay, replay_final=self.replay_final, negatives=self.negatives, mean=self.mean, std=self.std,
                  counters=torch.tensor([self.n_seen, self.train_steps, self.n_offered, self.n_ref_final]), gen=self.gen.get_state())
         return {k: v.detach().cpu().contiguous() for k, v in t.items()}
@@ -377,6 +414,8 @@ class NoveltyMemory:
             opt.load_state_dict(opt_state)
         dev = mem.device
         mem.replay, mem.negatives, mem.mean, mem.std = t["replay"].to(dev), t["negatives"].to(dev), t["mean"].to(dev), t["std"].to(dev)
+        if "basis" in t:
+            mem.centre, mem.basis = t["centre"].to(dev), t["basis"].to(dev)
         mem.replay_final = t["replay_final"].to(dev) if "replay_final" in t else mem.replay[:0]
         counters = [int(x) for x in t["counters"]]
         mem.n_seen, mem.train_steps = counters[:2]
@@ -386,8 +425,8 @@ class NoveltyMemory:
         return mem
 
     def reset(self) -> None:
-        """Forget all history (keeps the config and the reference negatives)."""
-        negatives, n_final = self.negatives, self.n_ref_final
+        """Forget all history (keeps the config, the reference negatives and the projection fitted on them)."""
+        kept = {k: getattr(self, k) for k in ("negatives", "n_ref_final", "mean", "std", "centre", "basis")}
         self.__init__(self.config, self.device)
-        if len(negatives):
-            self.set_reference(negatives, n_final)
+        for k, v in kept.items():
+            setattr(self, k, v)

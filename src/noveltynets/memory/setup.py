@@ -1,4 +1,5 @@
-"""Wiring a novelty memory into a sampling run: load or create it, its reference pool, its observer."""
+"""Wiring a history into a sampling run: load or create it (a novelty memory with its reference pool,
+or a peer's exact or LSH history), attach it to the term or filter that keeps it, and its store observer."""
 
 from __future__ import annotations
 
@@ -31,13 +32,17 @@ def pool_run(model, embedder: Embedder, seeds, klass: int | None, cfg: float, st
         return torch.cat([embedder(run.images.to(device)).cpu()] + [e for k in x0_hats for e in x0_hats[k]])
 
 
+def pool_key(model, embedder: Embedder, klass, cfg, steps, scheduler, size, trajectory_steps=()) -> str:
+    """The store's key of a reference pool made with these settings."""
+    key = f"{model.model_id}|{embedder.id}|class={klass}|cfg={cfg}|steps={steps}|{scheduler}|n={size}"
+    return key + (f"|trajectory={','.join(map(str, trajectory_steps))}" if trajectory_steps else "")
+
+
 def reference_pool(store: MemoryStore, model, embedder: Embedder, klass: int | None, cfg: float, steps: int, scheduler: str,
                    size: int, device: str = "cpu", show_progress: bool = False, trajectory_steps=()) -> torch.Tensor:
     """Embeddings of ``size`` unguided samples with these settings (and of their x̂0 at
     ``trajectory_steps``), made once and cached in the store."""
-    key = f"{model.model_id}|{embedder.id}|class={klass}|cfg={cfg}|steps={steps}|{scheduler}|n={size}"
-    if trajectory_steps:
-        key += f"|trajectory={','.join(map(str, trajectory_steps))}"
+    key = pool_key(model, embedder, klass, cfg, steps, scheduler, size, trajectory_steps)
     cached = store.pool(key)
     if cached is not None:
         return cached
@@ -56,20 +61,50 @@ def real_reference(embedder: Embedder, klass: int | None) -> torch.Tensor:
         return embedder(images)
 
 
+def history_owners(terms=(), filt=None) -> list:
+    """The guidance terms and the filter of a run that keep a history (``history_kind``), in order."""
+    owners = [t for t in terms if getattr(t, "history_kind", None) and getattr(t, "history", True)]
+    return owners + ([filt] if filt is not None and filt.history_kind else [])
+
+
+def open_history(store: MemoryStore, name: str | None, owner, model, embedder: Embedder, klass, cfg, steps, scheduler,
+                 negatives: str = "pool", pool_size: int = 128, scope: str = "user", device: str = "cpu",
+                 show_progress: bool = False, memory_config: dict | None = None) -> tuple:
+    """The history ``owner`` (a guidance term or filter with a ``history_kind``) keeps, and its version.
+
+    ``name`` in the store: loaded if it exists (refused if it is of another kind or was made with
+    another embedder or model), else created. ``name=None``: a history for this run only (session
+    scope, not stored; version None). A new novelty memory gets its reference negatives here:
+    ``negatives="pool"`` (``pool_size`` unguided samples with these settings, and their x̂0 where
+    ``owner`` observes trajectories, made once and cached in the store) or ``"real"`` (the real
+    images of ``klass``). ``embedder`` is the history's: a novelty memory's, or the owner's own."""
+    kind = owner.history_kind
+    if name is not None and store.exists(name):
+        return store.load(name, device, embedder.id, model.model_id, kind=kind)
+    if kind == "novelty":
+        traj = owner.observed_steps(steps) if owner.trajectory and negatives == "pool" else []
+        history = new_memory(embedder, model.model_id, device, negatives=negatives, trajectory=bool(traj), **(memory_config or {}))
+        if negatives == "pool":
+            history.set_reference(reference_pool(store, model, embedder, klass, cfg, steps, scheduler, pool_size, device,
+                                                 show_progress, traj), n_final=pool_size)
+        elif negatives == "real":
+            history.set_reference(real_reference(embedder, klass))
+    else:
+        history = owner.new_history(embedder, model.model_id)
+    if name is None:
+        return history, None
+    store.create(name, history, scope)
+    return store.load(name, device)
+
+
 def open_memory(store: MemoryStore, name: str, model, embedder: Embedder, klass, cfg, steps, scheduler, negatives: str = "pool",
                 pool_size: int = 128, scope: str = "user", device: str = "cpu", show_progress: bool = False,
                 trajectory_steps=()) -> tuple[NoveltyMemory, int]:
-    """Load memory ``name`` (checking embedder and model) or create it with its reference negatives."""
-    if store.exists(name):
-        return store.load(name, device, embedder.id, model.model_id)
-    memory = new_memory(embedder, model.model_id, device, negatives=negatives, trajectory=bool(trajectory_steps) and negatives == "pool")
-    if negatives == "pool":
-        memory.set_reference(reference_pool(store, model, embedder, klass, cfg, steps, scheduler, pool_size, device, show_progress,
-                                            trajectory_steps), n_final=pool_size)
-    elif negatives == "real":
-        memory.set_reference(real_reference(embedder, klass))
-    store.create(name, memory, scope)
-    return store.load(name, device)
+    """Load novelty memory ``name`` (checking embedder and model) or create it with its reference negatives."""
+    from ..guidance import NoveltyGuidance
+
+    return open_history(store, name, NoveltyGuidance(trajectory=bool(trajectory_steps)), model, embedder, klass, cfg, steps,
+                        scheduler, negatives, pool_size, scope, device, show_progress)
 
 
 def pretrain(memory: NoveltyMemory, embeddings: torch.Tensor, epochs: int, observe=None, advance=None,
@@ -98,24 +133,27 @@ def pretrain(memory: NoveltyMemory, embeddings: torch.Tensor, epochs: int, obser
 
 
 class StoreObserver:
-    """``NoveltyGuidance.observer``: after each batch, train and persist the memory in one transaction."""
+    """An owner's ``observer``: after each batch, teach its history the batch and persist it, in one transaction."""
 
-    def __init__(self, store: MemoryStore, name: str, term, version: int, settings: dict):
-        self.store, self.name, self.term, self.version, self.settings = store, name, term, version, settings
+    def __init__(self, store: MemoryStore, name: str, owner, version: int, settings: dict):
+        self.store, self.name, self.owner, self.version, self.settings = store, name, owner, version, settings
 
     def __call__(self, embeddings: torch.Tensor, info: dict) -> None:
-        classes = info["classes"].tolist()
-        records = [{"seed": int(s), "class": int(c), "settings": self.settings} for s, c in zip(info["seeds"], classes)]
-        self.term.memory, self.version = self.store.observe(self.name, self.term.memory, self.version, embeddings, records,
-                                                            trajectory=info.get("trajectory"))
+        classes = info["classes"].tolist() if "classes" in info else [self.settings.get("class")] * len(embeddings)
+        records = [{"seed": int(s), "class": None if c is None else int(c), "settings": self.settings}
+                   for s, c in zip(info["seeds"], classes)]
+        self.owner.memory, self.version = self.store.observe(self.name, self.owner.memory, self.version, embeddings, records,
+                                                             trajectory=info.get("trajectory"))
 
 
 def attach_memory(terms, memory: NoveltyMemory, embedder: Embedder, observer=None) -> None:
+    """Give every novelty term of ``terms`` this memory (and observer)."""
     from ..guidance import NoveltyGuidance
 
     found = False
     for term in terms:
         if isinstance(term, NoveltyGuidance):
-            term.memory, term.embedder, term.observer, found = memory, embedder, observer, True
+            term.attach(memory, observer, embedder)
+            found = True
     if not found:
         raise NoveltynetsError("--memory needs --guide novelty")

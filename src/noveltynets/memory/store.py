@@ -1,12 +1,15 @@
-"""The memory store: SQLite (WAL) holding each named memory and one row per observed sample.
+"""The store: SQLite (WAL) holding named histories (novelty memories, exact and LSH histories) and one row per observed sample.
 
-A memory's row holds its config, embedder id, model id, scope, count of samples seen, a
-version number and its state (weights, optimiser, replay, reference negatives) as one
-safetensors blob. ``observe`` runs inside one ``BEGIN IMMEDIATE`` transaction: it reloads
-the memory if another process committed a newer version, trains it on the new batch,
-writes the new state and the per-sample rows, and commits. So a killed process leaves the
-last committed state, and two processes writing one memory lose no update. Reference pools
-(unguided samples' embeddings) are cached in the ``pools`` table.
+A history's row holds its kind (``novelty``: a :class:`NoveltyMemory`; ``exact`` / ``lsh``: the
+peers' histories of :mod:`~noveltynets.memory.history`), config, embedder id, model id, scope, count
+of samples seen, a version number and its state (weights, optimiser, replay, reference negatives;
+or the embeddings / sketch) as one safetensors blob. ``observe`` runs inside one ``BEGIN
+IMMEDIATE`` transaction: it reloads the history if another process committed a newer version,
+trains or extends it with the new batch, writes the new state and the per-sample rows, and
+commits. So a killed process leaves the last committed state, and two processes writing one
+history lose no update. Reference pools (unguided samples' embeddings) are cached in the
+``pools`` table; ``checkpoint``/``restore`` keep a tagged copy of a history's state (the keep-sampling
+benchmark's "last completed run").
 """
 
 from __future__ import annotations
@@ -24,20 +27,27 @@ import numpy as np
 import torch
 
 from ..errors import NoveltynetsError
+from .history import ExactHistory, LSHHistory
 from .novelty import MemoryConfig, NoveltyMemory
 
+KINDS = {"novelty": NoveltyMemory, "exact": ExactHistory, "lsh": LSHHistory}  # what a named history can be
 SCOPES = ("batch", "session", "user", "service")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
     name TEXT PRIMARY KEY, scope TEXT NOT NULL, config TEXT NOT NULL, embedder_id TEXT NOT NULL,
     model_id TEXT NOT NULL, n_seen INTEGER NOT NULL, version INTEGER NOT NULL, state BLOB NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL);
+    created REAL NOT NULL, updated REAL NOT NULL, kind TEXT NOT NULL DEFAULT 'novelty');
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT, memory TEXT NOT NULL, seed INTEGER, class INTEGER,
     settings TEXT, embedding BLOB NOT NULL, time REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS samples_memory ON samples(memory);
 CREATE TABLE IF NOT EXISTS pools (key TEXT PRIMARY KEY, embeddings BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT NOT NULL, tag TEXT NOT NULL, state BLOB NOT NULL, n_seen INTEGER NOT NULL, version INTEGER NOT NULL,
+    last_sample INTEGER NOT NULL, PRIMARY KEY (name, tag));
 """
+COLUMNS = "name, scope, config, embedder_id, model_id, n_seen, version, state, created, updated, kind"
+SAMPLE_COLUMNS = "memory, seed, class, settings, embedding, time"
 
 
 def default_store_path() -> Path:
@@ -56,6 +66,8 @@ class MemoryInfo:
     config: dict
     created: float
     updated: float
+    kind: str = "novelty"
+    state_bytes: int = 0  # the size of its state: what it costs to keep and to write after every batch
 
 
 def _array_bytes(t: torch.Tensor) -> bytes:
@@ -79,6 +91,8 @@ class MemoryStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            if "kind" not in {r[1] for r in self.db.execute("PRAGMA table_info(memories)")}:  # a store made before kinds
+                self.db.execute("ALTER TABLE memories ADD COLUMN kind TEXT NOT NULL DEFAULT 'novelty'")
         except sqlite3.DatabaseError as e:
             raise NoveltynetsError(f"memory store {self.path} is unreadable or not a noveltynets store ({e})") from None
         except OSError as e:
@@ -103,8 +117,8 @@ class MemoryStore:
         return [r[0] for r in self.db.execute("SELECT name FROM memories ORDER BY name")]
 
     def info(self, name: str) -> MemoryInfo:
-        row = self.db.execute("SELECT name, scope, embedder_id, model_id, n_seen, version, config, created, updated "
-                              "FROM memories WHERE name = ?", (name,)).fetchone()
+        row = self.db.execute("SELECT name, scope, embedder_id, model_id, n_seen, version, config, created, updated, kind, "
+                              "length(state) FROM memories WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NoveltynetsError(f"no memory named {name!r} in {self.path}")
         return MemoryInfo(*row[:6], json.loads(row[6]), *row[7:])
@@ -112,7 +126,8 @@ class MemoryStore:
     def exists(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM memories WHERE name = ?", (name,)).fetchone() is not None
 
-    def create(self, name: str, memory: NoveltyMemory, scope: str = "user") -> None:
+    def create(self, name: str, memory, scope: str = "user") -> None:
+        """Add history ``memory`` (any of ``KINDS``) under ``name``."""
         if not name or any(c in name for c in "/\\\0"):
             raise NoveltynetsError(f"bad memory name {name!r}")
         if scope not in SCOPES:
@@ -122,23 +137,27 @@ class MemoryStore:
             if self.exists(name):
                 raise NoveltynetsError(f"a memory named {name!r} already exists in {self.path}")
             c = memory.config
-            self.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)",
+            self.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             (name, scope, json.dumps(c.__dict__), c.embedder_id, c.model_id, memory.n_seen, 1,
-                             memory.to_bytes(), now, now))
+                             memory.to_bytes(), now, now, memory.kind))
 
     def load(self, name: str, device: str | torch.device = "cpu", embedder_id: str | None = None,
-             model_id: str | None = None) -> tuple[NoveltyMemory, int]:
-        """The memory and its version; refuses a memory made with another embedder or model."""
-        row = self.db.execute("SELECT state, version, embedder_id, model_id FROM memories WHERE name = ?", (name,)).fetchone()
+             model_id: str | None = None, kind: str | None = None) -> tuple[NoveltyMemory, int]:
+        """The history and its version; refuses one of another ``kind`` or made with another embedder or model."""
+        row = self.db.execute("SELECT state, version, embedder_id, model_id, kind FROM memories WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NoveltynetsError(f"no memory named {name!r} in {self.path}")
-        state, version, emb_id, mod_id = row
+        state, version, emb_id, mod_id, found = row
+        if kind is not None and found != kind:
+            raise NoveltynetsError(f"memory {name!r} is {_KIND_NAMES.get(found, found)}, not {_KIND_NAMES.get(kind, kind)}")
+        if found not in KINDS:
+            raise NoveltynetsError(f"memory {name!r} in {self.path} has an unknown kind {found!r}")
         if embedder_id is not None and emb_id != embedder_id:
             raise NoveltynetsError(f"memory {name!r} was made with embedder {emb_id!r}, not {embedder_id!r}")
         if model_id is not None and mod_id and mod_id != model_id:
             raise NoveltynetsError(f"memory {name!r} was made with model {mod_id!r}, not {model_id!r}")
         try:
-            return NoveltyMemory.from_bytes(state, device), version
+            return KINDS[found].from_bytes(state, device), version
         except NoveltynetsError as e:
             raise NoveltynetsError(f"memory {name!r} in {self.path}: {e}") from None
 
@@ -165,7 +184,7 @@ class MemoryStore:
                 memory, version = self.load(name, memory.device)
             memory.observe(embeddings, trajectory=trajectory)
             now = time.time()
-            self.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
+            self.db.executemany(f"INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                                 [(name, r.get("seed"), r.get("class"), json.dumps(r.get("settings", {})), _array_bytes(e), now)
                                  for e, r in zip(embeddings, records)])
             self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
@@ -176,6 +195,7 @@ class MemoryStore:
         with self._write():
             self.info(name)
             self.db.execute("DELETE FROM samples WHERE memory = ?", (name,))
+            self.db.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
             self.db.execute("DELETE FROM memories WHERE name = ?", (name,))
 
     def reset(self, name: str) -> None:
@@ -206,10 +226,10 @@ class MemoryStore:
         tmp.unlink(missing_ok=True)
         out = MemoryStore(tmp)
         out.db.execute("BEGIN")
-        row = self.db.execute("SELECT * FROM memories WHERE name = ?", (name,)).fetchone()
-        out.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)", row)
-        out.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
-                           self.db.execute("SELECT memory, seed, class, settings, embedding, time FROM samples WHERE memory = ? ORDER BY id", (name,)))
+        row = self.db.execute(f"SELECT {COLUMNS} FROM memories WHERE name = ?", (name,)).fetchone()
+        out.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+        out.db.executemany(f"INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                           self.db.execute(f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE memory = ? ORDER BY id", (name,)))
         out.db.execute("COMMIT")
         out.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out.db.execute("PRAGMA journal_mode=DELETE")
@@ -222,18 +242,48 @@ class MemoryStore:
         names = src.names()
         if len(names) != 1:
             raise NoveltynetsError(f"{path} holds {len(names)} memories; an export holds exactly one")
-        row = list(src.db.execute("SELECT * FROM memories WHERE name = ?", (names[0],)).fetchone())
+        row = list(src.db.execute(f"SELECT {COLUMNS} FROM memories WHERE name = ?", (names[0],)).fetchone())
         samples = src.db.execute("SELECT seed, class, settings, embedding, time FROM samples WHERE memory = ? ORDER BY id", (names[0],)).fetchall()
         src.close()
-        NoveltyMemory.from_bytes(row[7])  # refuse corrupt data before writing anything
+        if row[10] not in KINDS:
+            raise NoveltynetsError(f"{path} holds a history of unknown kind {row[10]!r}")
+        KINDS[row[10]].from_bytes(row[7])  # refuse corrupt data before writing anything
         row[0] = name or row[0]
         with self._write():
             if self.exists(row[0]):
                 raise NoveltynetsError(f"a memory named {row[0]!r} already exists in {self.path}")
-            self.db.execute("INSERT INTO memories VALUES (?,?,?,?,?,?,?,?,?,?)", row)
-            self.db.executemany("INSERT INTO samples (memory, seed, class, settings, embedding, time) VALUES (?,?,?,?,?,?)",
+            self.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+            self.db.executemany(f"INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                                 [(row[0], *s) for s in samples])
         return row[0]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, name: str, tag: str) -> None:
+        """Keep a copy of history ``name`` as it is now under ``tag`` (replacing an older one of that tag)."""
+        with self._write():
+            self.info(name)  # it exists
+            last = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM samples WHERE memory = ?", (name,)).fetchone()[0]
+            self.db.execute("INSERT OR REPLACE INTO checkpoints SELECT name, ?, state, n_seen, version, ? FROM memories "
+                            "WHERE name = ?", (tag, last, name))
+
+    def restore(self, name: str, tag: str) -> bool:
+        """Put history ``name`` back to its checkpoint ``tag`` (its state and sample rows); returns whether it changed."""
+        with self._write():
+            row = self.db.execute("SELECT state, n_seen, version, last_sample FROM checkpoints WHERE name = ? AND tag = ?",
+                                  (name, tag)).fetchone()
+            if row is None:
+                raise NoveltynetsError(f"memory {name!r} has no checkpoint {tag!r}")
+            state, n_seen, version, last = row
+            if self.info(name).version == version:
+                return False
+            self.db.execute("DELETE FROM samples WHERE memory = ? AND id > ?", (name, last))
+            self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
+                            (state, n_seen, self.info(name).version + 1, time.time(), name))
+            self.db.execute("UPDATE checkpoints SET version=? WHERE name = ? AND tag = ?", (self.info(name).version, name, tag))
+        return True
+
+    def has_checkpoint(self, name: str, tag: str) -> bool:
+        return self.db.execute("SELECT 1 FROM checkpoints WHERE name = ? AND tag = ?", (name, tag)).fetchone() is not None
 
     # -- reference pools ------------------------------------------------------------------
     def pool(self, key: str) -> torch.Tensor | None:
@@ -243,6 +293,10 @@ class MemoryStore:
     def put_pool(self, key: str, embeddings: torch.Tensor) -> None:
         with self._write():
             self.db.execute("INSERT OR REPLACE INTO pools VALUES (?,?,?)", (key, _array_bytes(embeddings), time.time()))
+
+
+_KIND_NAMES = {"novelty": "a novelty memory", "exact": "an exact history (repel, knn-filter, oversample)",
+               "lsh": "an LSH history (lsh-filter)"}
 
 
 def new_memory(embedder, model_id: str = "", device: str | torch.device = "cpu", **config) -> NoveltyMemory:

@@ -1,0 +1,151 @@
+"""Exploration for the keep-sampling issue (in-process, no store): R runs of N per method, each run
+judged against every earlier sample of its own history, in the evaluation embedder's space.
+
+    OMP_NUM_THREADS=1 python keep_explore.py CLASS R N STEPS METHODS [TERM_JSON] [MEMORY_JSON]
+
+METHODS: comma-separated of plain, cont (continued memory), fresh (a fresh memory per run), unrel
+(memory fed as many unrelated plain samples as cont has observed, never the guided ones), exact
+(continued, the memory replaced by the exact proximity to every remembered row), batch (memory
+part off), repel (SPELL, exact history of every earlier sample). Rows go to stdout as JSON.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from noveltynets import metrics
+from noveltynets.bench.runner import Judge
+from noveltynets.data import load_mnist5k
+from noveltynets.guidance import NoveltyGuidance, RepelGuidance
+from noveltynets.memory import embedder_from_spec
+from noveltynets.memory.embedders import DEFAULT_EMBEDDER
+from noveltynets.memory.setup import POOL_SEED_BASE, pool_run
+from noveltynets.memory.store import new_memory
+from noveltynets.models import load_model
+from noveltynets.sampling import sample
+
+UNREL_SEEDS = 2 * 10**12
+
+
+class ExactProximity:
+    """The oracle: logit of exp(-d^2/2r^2), d the exact distance (in units of l) to the nearest remembered row."""
+
+    def __init__(self, like, radius=0.7, softmin=0.0):
+        self.like = like
+        self.negatives, self.n_ref_final, self.config = like.negatives, like.n_ref_final, like.config
+        self.device, self.radius, self.softmin = like.device, radius, softmin
+        self._l = like.neighbour_distance()
+        self.rows = torch.zeros(0, like.config.dim)
+        self.n_seen = 0
+
+    def neighbour_distance(self):
+        return self._l
+
+    def observe(self, embeddings, trajectory=None):
+        new = [embeddings.detach().float().cpu()] + ([trajectory.detach().float().cpu()] if trajectory is not None else [])
+        self.rows = torch.cat([self.rows.view(-1, self.like.config.space_dim)] + [self.like.project(x).detach() for x in new])
+        self.n_seen += len(embeddings)
+
+    def logit(self, e):
+        if len(self.rows) == 0:
+            return torch.full((len(e),), -30.0)
+        d = torch.cdist(self.like.project(e.float()), self.rows) / self._l
+        dmin = d.min(1).values if not self.softmin else -self.softmin * torch.logsumexp(-d / self.softmin, 1)
+        logp = -dmin.pow(2) / (2 * self.radius ** 2)
+        return logp - torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
+
+
+def main():
+    klass, R, N, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    names = sys.argv[5].split(",")
+    tc = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
+    mc = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
+    tag = os.environ.get("TAG", "")
+    model = load_model()
+    emb = embedder_from_spec(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
+    judge = Judge(klass)
+    kw = dict(cfg=2.0, steps=steps, batch_size=16)
+    term0 = NoveltyGuidance(**tc)
+    traj = term0.observed_steps(steps) if term0.trajectory else []
+    pool_n = int(os.environ.get("POOL", 128))
+    t0 = time.time()
+    ref = pool_run(model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + pool_n), klass, 2.0, steps, "ddim", traj)
+    pool_s = time.time() - t0
+
+    def memory():
+        m = new_memory(emb, model.model_id, trajectory=bool(traj), **mc)
+        m.set_reference(ref, n_final=pool_n)
+        return m
+
+    # the real-data floor: the class's real images in a fixed random order, N per run
+    real = load_mnist5k().of_class(klass)
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    feats_real = judge.ev.features(real[order]).numpy()
+    d_real = metrics.nearest_earlier_distance(feats_real)
+    for r in range(R):
+        seg = d_real[max(1, r * N):(r + 1) * N]
+        if r * N < len(real):
+            print(json.dumps({"tag": tag, "class": klass, "method": "real", "run": r + 1, "n": len(seg),
+                              "near_dup": float((seg < judge.tau).mean())}), flush=True)
+
+    unrel_plain = None
+    if "unrel" in names:  # unrelated plain samples (and their trajectories), made once
+        e = pool_run(model, emb, range(UNREL_SEEDS, UNREL_SEEDS + (R - 1) * N), klass, 2.0, steps, "ddim", traj, batch_size=64)
+        unrel_plain = e.view(1 + len(traj), (R - 1) * N, -1)
+
+    state = {}
+    for r in range(R):
+        seeds = list(range(r * N, (r + 1) * N))
+        for name in names:
+            st = state.setdefault(name, {"images": []})
+            terms = []
+            if name in ("cont", "fresh", "unrel", "exact", "batch"):
+                if name == "batch":
+                    term = NoveltyGuidance(**{**tc, "memory_weight": 0}, embedder=emb)
+                else:
+                    if "mem" not in st or name == "fresh":
+                        st["mem"] = memory() if name != "exact" else ExactProximity(memory(), mc.get("proximity_radius", 0.7),
+                                                                                    float(os.environ.get("SOFTMIN", 0)))
+                    mem = st["mem"]
+                    if name == "unrel" and r > 0:  # top up to as many as cont has observed: N per earlier run
+                        chunk = unrel_plain[:, (r - 1) * N:r * N]
+                        for c in chunk.split(16, dim=1):
+                            mem.observe(c[0], trajectory=c[1:].flatten(0, 1) if len(c) > 1 else None)
+                    term = NoveltyGuidance(**tc, memory=mem, embedder=emb)
+                    if name == "unrel":
+                        term.observer = lambda e, info: None
+                terms = [term]
+            elif name == "repel":
+                if "term" not in st:
+                    st["term"] = RepelGuidance(**json.loads(os.environ.get("REPEL", "{}")))
+                terms = [st["term"]]
+            t1 = time.time()
+            run = sample(model, seeds, klass, guidance=terms, **kw)
+            secs = time.time() - t1
+            hist = torch.cat(st["images"]) if st["images"] else None
+            m = judge(run.images, hist)
+            st["images"].append(run.images)
+            allf = judge.ev.features(torch.cat(st["images"])).numpy()
+            row = {"tag": tag, "class": klass, "method": name, "run": r + 1, "seconds": round(secs, 1),
+                   "pool_s": round(pool_s, 1) if r == 0 and name not in ("plain", "repel", "batch") else 0,
+                   **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall", "coverage")},
+                   "modes": metrics_cover(allf, judge.tau)}
+            print(json.dumps(row), flush=True)
+
+
+def metrics_cover(f, tau):
+    """Greedy cover at radius tau: how many balls of radius tau, centred on samples in order, cover all."""
+    centers = []
+    for x in f:
+        if not centers or np.min(np.linalg.norm(np.array(centers) - x, axis=1)) >= tau:
+            centers.append(x)
+    return len(centers)
+
+
+if __name__ == "__main__":
+    main()

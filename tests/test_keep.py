@@ -1,0 +1,145 @@
+"""``bench --keep``: the keep-sampling protocol, every kind of history across runs, its controls, faults and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from noveltynets.bench.keep import KeepBench, history_name
+from noveltynets.bench.methods import parse_method
+from noveltynets.bench.report import write_keep_outputs
+from noveltynets.bench.runner import BenchConfig, Judge
+from noveltynets.cli import app
+from noveltynets.memory.store import MemoryStore
+from noveltynets.models import load_model
+
+runner = CliRunner()
+N = 8
+METHODS = ["novelty:pool=4", "novelty:pool=4,memory=fresh", "novelty:pool=4,memory=unrelated", "repel:radius=2",
+           "knn-filter:radius=2,max_ratio=2", "lsh-filter:bits=6,bands=2,max_ratio=2", "particle"]
+METRICS = ["near_dup", "novelty", "precision", "adherence", "modes", "vendi_all", "coverage_all", "history_n"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def keep_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("keep") / "k"
+    cfg = BenchConfig(methods=METHODS, classes=[7], n=N, steps=2, batch_size=4)
+    bench = KeepBench(cfg, 2, load_model(), out)
+    return bench, bench.run(), out
+
+
+def _row(result, setting, run):
+    return next(r for r in result["rows"] if r["setting"] == setting and r["run"] == run)
+
+
+def test_every_history_persists_across_runs_as_its_memory_mode_says(keep_run):
+    bench, result, out = keep_run
+    n_seen = {(s, r): _row(result, s, r)["history_n"] for s in METHODS for r in (1, 2)}
+    for s in ("novelty:pool=4", "repel:radius=2", "knn-filter:radius=2,max_ratio=2", "lsh-filter:bits=6,bands=2,max_ratio=2"):
+        assert (n_seen[s, 1], n_seen[s, 2]) == (N, 2 * N), s  # continued: all history
+    assert (n_seen["novelty:pool=4,memory=fresh", 1], n_seen["novelty:pool=4,memory=fresh", 2]) == (N, N)  # emptied each run
+    # unrelated: before run r, as many plain samples of other seeds as a continued memory has seen; never its own
+    assert (n_seen["novelty:pool=4,memory=unrelated", 1], n_seen["novelty:pool=4,memory=unrelated", 2]) == (0, N)
+    assert _row(result, "particle", 2)["history_n"] == 0
+    store = MemoryStore(out / "histories.sqlite")
+    m = parse_method("novelty:pool=4,memory=unrelated")
+    seeds = [s for s, in store.db.execute("SELECT seed FROM samples WHERE memory = ?", (history_name(m, 7, 0),))]
+    assert len(seeds) == N and min(seeds) >= 2 * 10**12
+    kinds = {store.info(name).kind for name in store.names()}
+    assert kinds == {"novelty", "exact", "lsh"}
+    assert _row(result, "novelty:pool=4", 1)["setup_seconds"] > 0  # its reference pool counts in its first run
+
+
+def test_each_run_is_judged_against_all_earlier_samples_of_its_own_history(keep_run):
+    bench, result, out = keep_run
+    judge = Judge(7)
+    first, second = (bench.images("plain", 7, r)[-N:] for r in (1, 2))
+    expected = judge(second, first)
+    row = _row(result, "plain", 2)
+    assert row["near_dup"] == pytest.approx(expected["near_dup"]) and row["novelty"] == pytest.approx(expected["novelty"])
+    assert row["modes"] == judge.cumulative(torch.cat([first, second]))["modes"] >= _row(result, "plain", 1)["modes"]
+    real = [r for r in result["rows"] if r["method"] == "real"]
+    assert [r["run"] for r in real] == [1, 2] and all(r["n"] == N for r in real)
+    curves = result["curves"]["7"]
+    assert len(curves["plain"]) == 2 * N and curves["plain"][-1] == row["modes"] and "real images" in curves
+
+
+def test_keep_outputs_are_written(keep_run):
+    bench, result, out = keep_run
+    write_keep_outputs(result, out, {"command": "test"})
+    for f in ("results.json", "results.csv", "keep_near_dup.png", "keep_modes.png", "report.html", "grid_plain.png"):
+        assert (out / f).stat().st_size > 0, f
+    report = (out / "report.html").read_text()
+    assert "keep_near_dup.png" in report and "memory=unrelated" in report
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["rows"]) == len(result["rows"]) and saved["config"]["runs"] == 2
+
+
+KEEP = ["bench", "--keep", "3", "--n", str(N), "--steps", "2", "--batch-size", "4", "--classes", "7",
+        "--method", "novelty:pool=4", "--method", "repel:radius=2", "--no-progress"]
+
+
+def _metrics(out):
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    return sorted((r["setting"], r["run"], *[round(r.get(k, -1), 6) for k in METRICS]) for r in rows)
+
+
+def test_a_killed_keep_benchmark_resumes_from_its_last_completed_runs(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert invoke(*KEEP, "--out", whole).exit_code == 0
+    p = subprocess.Popen([sys.executable, "-m", "noveltynets.cli", *KEEP, "--out", str(cut)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    done = 0
+    for line in p.stderr:  # kill it as soon as run 2 of novelty (which commits after every batch) is under way
+        done += line.startswith("row ") and '"run": 2' in line and '"plain"' in line
+        if done:
+            break
+    time.sleep(0.3)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    rows = [json.loads(line) for line in (cut / "rows.jsonl").read_text().splitlines()]
+    store = MemoryStore(cut / "histories.sqlite")
+    for s in ("novelty:pool=4", "repel:radius=2"):
+        last = max(r["run"] for r in rows if r["setting"] == s)
+        name = history_name(parse_method(s), 7, 0)
+        assert store.has_checkpoint(name, f"run{last}"), s  # the state a resumed run goes back to
+        state, n_seen = store.db.execute("SELECT state, n_seen FROM checkpoints WHERE name = ? AND tag = ?",
+                                         (name, f"run{last}")).fetchone()
+        assert n_seen == last * N
+    r = invoke(*KEEP, "--out", cut)
+    assert r.exit_code == 2 and "--resume" in r.stderr  # a non-empty folder is never overwritten silently
+    r = invoke(*KEEP, "--out", cut, "--resume")
+    assert r.exit_code == 0, r.output
+    assert _metrics(cut) == _metrics(whole)  # as if it had never been killed
+    r = invoke(*KEEP[:2], "4", *KEEP[3:], "--out", cut, "--resume")  # a larger --keep adds runs
+    assert r.exit_code == 0 and max(json.loads(x)["run"] for x in (cut / "rows.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keep", "0"], "at least 1 run"),
+    (["--resume"], "--resume continues a keep benchmark"),
+    (["--method", "novelty:memory=fresh"], "needs --keep"),
+    (["--keep", "2", "--method", "particle:memory=fresh"], "needs a method that keeps a history"),
+    (["--keep", "2", "--method", "novelty:memory=sometimes"], "memory must be one of"),
+])
+def test_bad_keep_input_is_one_line_and_exit_2(tmp_path, args, message):
+    r = invoke("bench", "--n", N, "--steps", 1, "--classes", 7, *args, "--out", tmp_path / "o", "--no-progress")
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, r.output
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    out = tmp_path / "o"
+    assert invoke(*KEEP[:2], "1", *KEEP[3:], "--out", out).exit_code == 0
+    r = invoke(*KEEP[:2], "1", *KEEP[3:], "--steps", "3", "--out", out, "--resume")
+    assert r.exit_code == 2 and "other settings (steps)" in r.stderr
