@@ -143,3 +143,19 @@ def test_resume_refuses_other_settings(tmp_path):
     assert invoke(*KEEP[:2], "1", *KEEP[3:], "--out", out).exit_code == 0
     r = invoke(*KEEP[:2], "1", *KEEP[3:], "--steps", "3", "--out", out, "--resume")
     assert r.exit_code == 2 and "other settings (steps)" in r.stderr
+
+
+def test_keep_benchmarks_of_different_classes_merge_into_one_report(tmp_path):
+    for c in (1, 7):
+        args = ["bench", "--keep", "2", "--n", N, "--steps", 1, "--classes", c, "--method", "particle", "--no-progress"]
+        assert invoke(*args, "--out", tmp_path / f"c{c}").exit_code == 0
+    r = invoke("bench-merge", tmp_path / "c1", tmp_path / "c7", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert merged["config"]["classes"] == [1, 7] and set(merged["curves"]) == {"1", "7"}
+    assert len([x for x in merged["rows"] if x["setting"] == "particle"]) == 4
+    assert (tmp_path / "m" / "grid_particle_class7.png").exists() and (tmp_path / "m" / "keep_modes.png").exists()
+    assert invoke("bench", "--keep", "3", "--n", N, "--steps", 1, "--classes", 3, "--method", "particle", "--no-progress",
+                  "--out", tmp_path / "c3").exit_code == 0
+    r = invoke("bench-merge", tmp_path / "c1", tmp_path / "c3", "--out", tmp_path / "m2")
+    assert r.exit_code == 2 and "differs" in r.stderr and "runs" in r.stderr

@@ -221,7 +221,7 @@ def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,memory_weight=1")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "memory_weight": 1.0,
                               "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
-                              "renoise_stop": 0.8, "subspace": 0, "trajectory": True, "trajectory_points": 8}
+                              "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert NoveltyGuidance.from_dict(term.to_dict()) == term
     assert parse_guide("novelty:trajectory=false").trajectory is False
     with pytest.raises(NoveltynetsError, match="objective"):
@@ -495,25 +495,6 @@ def test_renoising_memory_sends_a_seen_seed_elsewhere(tiny_cfg, scheduler_factor
     term.renoise = (lambda f: lambda x0, info: flagged.append(f(x0, info)) or flagged[-1])(term.renoise)
     again = generate(guided, make, [3], [1], (1, 8, 8), 1, terms=[term]).images
     assert torch.cat(flagged).sum() > 0 and not torch.allclose(again, first, atol=1e-3)
-
-
-def test_subspace_push_stays_in_the_reference_principal_directions(data, trained):
-    emb, mem, history = FIRST8, trained, data[0]
-    x0 = torch.zeros(16, 1, 4, 4)
-    x0.view(16, -1)[:, :8] = history[:16]
-    full = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0).grad(x0, {})
-    term = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, subspace=3)
-    g = term.grad(x0, {}).view(16, -1)
-    basis = term._basis()
-    centred = mem.negatives - mem.negatives.mean(0)
-    top = torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -3:]  # the 3 largest-variance directions
-    assert torch.allclose(basis @ basis.T, top @ top.T, atol=1e-4)
-    assert torch.allclose(g[:, :8] @ basis @ basis.T, g[:, :8], atol=1e-5) and g[:, 8:].abs().max() == 0
-    assert not torch.allclose(g.view_as(full), full, atol=1e-4)  # the off-subspace part is gone
-    same = NoveltyGuidance(scale=1.0, memory=mem, embedder=emb, batch_weight=0.0, subspace=8).grad(x0, {})
-    assert torch.allclose(same, full, atol=1e-5)  # all 8 directions: the plain gradient
-    with pytest.raises(NoveltynetsError, match="subspace"):
-        parse_guide("novelty:subspace=-1")
 
 
 def test_a_projected_memory_lives_in_its_reference_principal_directions(data):

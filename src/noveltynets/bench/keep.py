@@ -247,12 +247,15 @@ class KeepBench:
             elif r == 1:
                 store.delete(name)
         charge = 0.0
-        if owner.history_kind == "novelty":  # a new memory's reference pool counts in its first run, for every method
+        options = m.memory_options(owner)
+        if owner.history_kind == "novelty" and options.get("negatives", "pool") == "pool":
+            # a new memory's reference pool counts in its first run, for every method that needs it
             traj = owner.observed_steps(steps) if owner.trajectory else []
-            key = pool_key(model, emb, klass, m.cfg, steps, "ddim", m.pool_size(owner), traj)
+            size = options.get("pool_size", 128)
+            key = pool_key(model, emb, klass, m.cfg, steps, "ddim", size, traj)
             if store.pool(key) is None:
                 t0 = time.perf_counter()
-                reference_pool(store, model, emb, klass, m.cfg, steps, "ddim", m.pool_size(owner), self.cfg.device, False, traj)
+                reference_pool(store, model, emb, klass, m.cfg, steps, "ddim", size, self.cfg.device, False, traj)
                 self.state["pool_seconds"][key] = time.perf_counter() - t0
                 self._save_state()
             if r == 1:
@@ -260,8 +263,8 @@ class KeepBench:
         if m.memory == "fresh" and store.exists(name):
             store.reset(name)
         t0 = time.perf_counter()
-        history, version = open_history(store, name, owner, model, emb, klass, m.cfg, steps, "ddim", pool_size=m.pool_size(owner),
-                                         device=self.cfg.device)
+        history, version = open_history(store, name, owner, model, emb, klass, m.cfg, steps, "ddim", device=self.cfg.device,
+                                         **options)
         charge += time.perf_counter() - t0
         if m.memory == "unrelated":
             history, version = self._feed_unrelated(m, owner, name, emb, history, version, klass, (r - 1) * self.cfg.n)

@@ -115,9 +115,10 @@ class Method:
         """The embedder of the history ``owner`` (one of :meth:`build`'s) keeps: its own, or a novelty memory's."""
         return owner.history_embedder(ctx.model)
 
-    def pool_size(self, owner) -> int:
-        """Unguided samples in the reference pool of a new novelty memory of ``owner``."""
-        return 128
+    def memory_options(self, owner) -> dict:
+        """How a new novelty memory of ``owner`` is made: ``open_history``'s ``negatives``, ``pool_size`` and
+        ``memory_config`` (defaults: those of ``noveltynets sample``)."""
+        return {}
 
     def attach_session(self, ctx: Context, klass: int, built: list) -> None:
         """Histories for this run only, where one must be made: a novelty memory with its reference pool
@@ -128,7 +129,7 @@ class Method:
             if owner.history_kind == "novelty":
                 emb = self.history_embedder(ctx, owner)
                 memory, _ = open_history(ctx.get_store(), None, owner, ctx.model, emb, klass, self.cfg, ctx.steps, "ddim",
-                                         pool_size=self.pool_size(owner), device=ctx.device)
+                                         device=ctx.device, **self.memory_options(owner))
                 owner.attach(memory, None, emb)
 
     def generate(self, ctx: Context, klass: int, seeds: list[int], built: list) -> MethodRun:
@@ -199,28 +200,41 @@ class GuidanceMethod(Method):
 class Novelty(GuidanceMethod):
     """Novelty guidance with a fresh memory per class that persists across the class's batches.
 
-    Own keys: ``pool`` (unguided samples in the reference pool, default 128 as in ``sample``),
-    ``embedder`` (default ``pooled-pixels:32``); the rest go to the guidance term."""
+    Own keys: ``pool`` (unguided samples in a reference pool, default 128 as in ``sample``),
+    ``embedder`` (default ``pooled-pixels:32``) and any :class:`~noveltynets.memory.MemoryConfig` field
+    (``negatives``, ``projection``, ``proximity_radius``, ...); the rest go to the guidance term."""
     name = "novelty"
 
     def __init__(self, spec: str):
         Method.__init__(self, spec)
-        self.pool = self._pop("pool", int, 128)
+        from dataclasses import fields
+
+        from ..memory import MemoryConfig
         from ..memory.embedders import DEFAULT_EMBEDDER
 
+        self.pool = self._pop("pool", int, 128)
         self.embedder = self._pop("embedder", str, DEFAULT_EMBEDDER)
         if self.pool < 2:
             raise NoveltynetsError(f"method {self.spec!r}: pool must be at least 2")
+        self.memory_config = {}
+        for f in fields(MemoryConfig):
+            if f.name in self.settings and f.name not in ("dim", "embedder_id", "model_id", "trajectory"):
+                typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+                self.memory_config[f.name] = self._pop(f.name, _parse_bool if typ is bool else typ, None)
+        self.negatives = self.memory_config.pop("negatives", "pool")
+        if self.negatives not in ("pool", "real"):
+            raise NoveltynetsError(f"method {self.spec!r}: negatives must be pool or real")
         self.guide = self.own_spec("novelty")
         parse_guide(self.guide)
+        MemoryConfig(dim=1, embedder_id="", **{k: v for k, v in self.memory_config.items() if k != "projection"})  # validate now
 
     def history_embedder(self, ctx, owner):
         from ..memory import embedder_from_spec
 
         return embedder_from_spec(self.embedder, ctx.model)
 
-    def pool_size(self, owner):
-        return self.pool
+    def memory_options(self, owner):
+        return {"negatives": self.negatives, "pool_size": self.pool, "memory_config": self.memory_config}
 
 
 class Combo(GuidanceMethod):
@@ -248,8 +262,8 @@ class Combo(GuidanceMethod):
     def history_embedder(self, ctx, owner):
         return self._part(owner).history_embedder(ctx, owner)
 
-    def pool_size(self, owner):
-        return self._part(owner).pool_size(owner)
+    def memory_options(self, owner):
+        return self._part(owner).memory_options(owner)
 
 
 class FilterMethod(Method):
@@ -288,6 +302,12 @@ class FilterMethod(Method):
         out = built[0].run(generate, seeds, ctx.batch_size)
         own = time.perf_counter() - t0 - making[0]
         return MethodRun(out.images, own + sum(store[s][1] for s in asked), generated=out.generated)
+
+
+def _parse_bool(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(value)
+    return value.lower() in ("true", "1")
 
 
 def _split(built: list) -> tuple[list, object]:

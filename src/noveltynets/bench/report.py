@@ -82,6 +82,10 @@ def merge_outputs(dirs: list[Path], out: Path, row_files: list[Path] = ()) -> di
             runs.append(json.loads((Path(d) / "results.json").read_text()))
         except (OSError, ValueError) as err:
             raise NoveltynetsError(f"bench-merge: {d} holds no readable results.json ({err})") from None
+    if any("curves" in r for r in runs):
+        if row_files or not all("curves" in r for r in runs):
+            raise NoveltynetsError("bench-merge: keep benchmarks (bench --keep) merge only with each other, from their folders")
+        return merge_keep_outputs(dirs, runs, out)
     same = ("n", "steps", "batch_size", "seed_offset")
     for d, r in zip(dirs[1:], runs[1:]):
         diff = [k for k in same if r["config"].get(k) != runs[0]["config"].get(k)]
@@ -195,8 +199,47 @@ KEEP_KEYS = ["near_dup", "precision", "adherence", "novelty", "modes", "vendi_al
              "seconds", "setup_seconds", "history_bytes", "step_ms", "update_ms"]
 
 
+def merge_keep_outputs(dirs: list[Path], runs: list[dict], out: Path) -> dict:
+    """One keep benchmark from several (e.g. one process per class) with the same n, steps, batch size and runs."""
+    from ..errors import NoveltynetsError
+
+    same = ("n", "steps", "batch_size", "runs", "model")
+    for d, r in zip(dirs[1:], runs[1:]):
+        diff = [k for k in same if r["config"].get(k) != runs[0]["config"].get(k)]
+        if diff:
+            raise NoveltynetsError(f"bench-merge: {d} differs from {dirs[0]} in {', '.join(diff)}")
+    rows, curves, grids, dropped = [], {}, {}, 0
+    for d, r in zip(dirs, runs):
+        new = [c for c in r["curves"] if c not in curves]
+        dropped += sum(1 for row in r["rows"] if str(row["class"]) not in new)
+        rows += [row for row in r["rows"] if str(row["class"]) in new]
+        curves.update({c: r["curves"][c] for c in new})
+        for label in dict.fromkeys(row["setting"] for row in r["rows"] if row["method"] != "real"):
+            src = Path(d) / f"grid_{slug(label)}.png"
+            if src.exists() and new:
+                name = f"grid_{slug(label)}_class{'_'.join(new)}.png"
+                shutil.copyfile(src, out / name)
+                grids.setdefault(label, []).append(name)
+    config = {**runs[0]["config"], "classes": [json.loads(c) if c.isdigit() else c for c in curves]}
+    meta = {"merged_from": [{"dir": str(d), "command": r.get("command"), "created": r.get("created")} for d, r in zip(dirs, runs)],
+            "command": " ; ".join(str(r.get("command")) for r in runs), "device": runs[0].get("device"),
+            "created": runs[0].get("created")}
+    result = {"config": config, "rows": rows, "curves": curves}
+    _write_keep_results(result, out, meta, grids)
+    return {**result, "dropped": dropped}
+
+
 def write_keep_outputs(result: dict, out: Path, meta: dict) -> None:
     """results.json/.csv, keep_near_dup.png, keep_modes.png, a grid per method (its last run) and report.html."""
+    grids = {}
+    for label, per_class in result["images"].items():
+        imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
+        grids[label] = [f"grid_{slug(label)}.png"]
+        save_png(make_grid(imgs, ncols=16), out / grids[label][0])
+    _write_keep_results(result, out, meta, grids)
+
+
+def _write_keep_results(result: dict, out: Path, meta: dict, grids: dict[str, list[str]]) -> None:
     rows = result["rows"]
     (out / "results.json").write_text(json.dumps({**meta, "config": result["config"], "rows": rows, "curves": result["curves"]}, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -207,11 +250,6 @@ def write_keep_outputs(result: dict, out: Path, meta: dict) -> None:
         w.writerows(rows)
     tmp.replace(out / "results.csv")
     keep_plots(result, out)
-    grids = {}
-    for label, per_class in result["images"].items():
-        imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
-        grids[label] = f"grid_{slug(label)}.png"
-        save_png(make_grid(imgs, ncols=16), out / grids[label])
     (out / "report.html").write_text(keep_report_html(result, meta, grids))
 
 
@@ -234,6 +272,7 @@ def keep_plots(result: dict, out: Path) -> None:
                     if pts:
                         ax.plot(*zip(*pts), marker="o", color=colours[s], ls="--" if s == "real images" else "-", label=s)
                     ax.set_xlabel("run")
+                    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
                 elif s in result["curves"][label]:
                     curve = result["curves"][label][s]
                     ax.plot(range(1, len(curve) + 1), curve, color=colours[s], ls="--" if s == "real images" else "-", label=s)
@@ -263,7 +302,7 @@ def _keep_table(rows: list[dict], key: str, runs: int) -> str:
     return f"<table>{head}{body}</table>"
 
 
-def keep_report_html(result: dict, meta: dict, grids: dict[str, str]) -> str:
+def keep_report_html(result: dict, meta: dict, grids: dict[str, list[str]]) -> str:
     cfg, rows = result["config"], result["rows"]
     tables = ""
     for label in result["curves"]:
@@ -274,7 +313,8 @@ def keep_report_html(result: dict, meta: dict, grids: dict[str, str]) -> str:
                            ("history_bytes", "history bytes"), ("step_ms", "ms per guided step of the history's term"),
                            ("adherence", "adherence")):
             tables += f"<h3>{title}</h3>{_keep_table(rs, key, cfg['runs'])}"
-    grid_html = "".join(f"<h3>{html.escape(s)}</h3><img src='{html.escape(f)}'>" for s, f in grids.items())
+    grid_html = "".join(f"<h3>{html.escape(s)}</h3>" + "".join(f"<img src='{html.escape(f)}'>" for f in files)
+                        for s, files in grids.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>noveltynets keep-sampling benchmark</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}

@@ -55,8 +55,6 @@ class NoveltyGuidance(GuidanceTerm):
     # worse than the push alone on the 50-step protocol, see docs/benchmarks/novelty)
     renoise_threshold: float = 0.5  # ... i.e. where P(seen | x̂0) is above this
     renoise_stop: float = 0.8  # ... until this fraction of the run (from ``start``)
-    subspace: int = 0  # > 0: push only along the top-k principal directions of the memory's reference embeddings
-    # (the directions in which the model's own samples vary), not off the data manifold; 0 = off
     trajectory: bool = True  # the memory also observes x̂0 at the guided steps (if its reference pool has them)
     trajectory_points: int = 8  # ... at this many of them, evenly spaced (0 = all): with 50 steps, all 47 guided x̂0 per
     # sample would outnumber the finished samples 47:1 in the memory's replay and its reference pool
@@ -75,8 +73,6 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: need start <= renoise_stop <= 1, got renoise_stop={self.renoise_stop}")
         if self.objective not in ("unseen", "seen"):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
-        if self.subspace < 0:
-            raise NoveltynetsError(f"novelty: subspace must be >= 0, got {self.subspace}")
         if self.trajectory_points < 0:
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
         if self.memory_weight < 0 or self.batch_weight < 0:
@@ -85,18 +81,6 @@ class NoveltyGuidance(GuidanceTerm):
     def attach(self, memory, observer: Callable | None = None, embedder=None) -> None:
         """Guide with ``memory`` (embedding with ``embedder``, the memory's own) and let ``observer`` teach it after each batch."""
         self.memory, self.observer, self.embedder = memory, observer, embedder if embedder is not None else self.embedder
-
-    def _basis(self) -> torch.Tensor:
-        """(dim, k): the top-``subspace`` principal directions of the memory's reference embeddings (cached)."""
-        ref = self.memory.negatives
-        key = (id(ref), len(ref), self.subspace)
-        if getattr(self, "_basis_key", None) != key:
-            if len(ref) < 2:
-                raise NoveltynetsError("novelty: subspace needs a memory with reference embeddings")
-            centred = (ref - ref.mean(0)).float()
-            self._basis_cache = torch.linalg.svd(centred, full_matrices=False).Vh[: self.subspace].T.contiguous()
-            self._basis_key = key
-        return self._basis_cache
 
     def _knows(self) -> bool:
         """A memory that has observed nothing knows nothing: its untrained logit would only add noise."""
@@ -130,9 +114,6 @@ class NoveltyGuidance(GuidanceTerm):
             e = emb.detach().to(self.memory.device).requires_grad_(True)
             logit = self.memory.logit(e)
             g = torch.autograd.grad(logit.sum(), e)[0]
-        if self.subspace:  # only along the reference's principal directions
-            basis = self._basis().to(g.device)
-            g = g @ basis @ basis.T
         p = torch.sigmoid(logit.detach())
         weight = p if self.objective == "unseen" else 1 - p
         unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -58,7 +58,9 @@ class MemoryConfig:
     fourier_sigma_min: float = 0.1  # > 0: frequency scales spread geometrically from this to fourier_sigma (smooth and local
     # features: σ = 1 alone memorised points and missed near-duplicates of them, measured); 0: all at fourier_sigma
     fourier_raw: bool = False  # True: the net sees the normalised input beside its Fourier features (smooth + local)
-    trajectory: bool = False  # the reference negatives hold unguided x̂0 along trajectories: the memory may observe trajectories
+    trajectory: bool = False  # the memory may observe x̂0 along trajectories: a classify memory only when its reference
+    # holds unguided x̂0 at the same steps (else it learns "blurry = seen"); a proximity memory with any reference, as its
+    # targets are exact distances to what it remembers, whatever the query looks like
     recall: bool = True  # a second, sharp head (Fourier σ = fourier_sigma, finished samples only) answers seen_probability
     recall_hidden: int = 256  # its width; the smooth head above steers guidance (it generalises to near-duplicates but
     # recalls exact samples worse: seen AUC 0.88 at 1k, 0.64 at 10k observed samples, measured)

@@ -82,8 +82,11 @@ def open_history(store: MemoryStore, name: str | None, owner, model, embedder: E
     if name is not None and store.exists(name):
         return store.load(name, device, embedder.id, model.model_id, kind=kind)
     if kind == "novelty":
-        traj = owner.observed_steps(steps) if owner.trajectory and negatives == "pool" else []
-        history = new_memory(embedder, model.model_id, device, negatives=negatives, trajectory=bool(traj), **(memory_config or {}))
+        config = {"negatives": negatives, **(memory_config or {})}
+        proximity = config.get("target", "proximity") == "proximity" and negatives != "jitter"
+        observes = owner.trajectory and (negatives == "pool" or proximity)  # see MemoryConfig.trajectory
+        traj = owner.observed_steps(steps) if observes and negatives == "pool" else []  # the pool's x̂0 at those steps
+        history = new_memory(embedder, model.model_id, device, trajectory=observes, **config)
         if negatives == "pool":
             history.set_reference(reference_pool(store, model, embedder, klass, cfg, steps, scheduler, pool_size, device,
                                                  show_progress, traj), n_final=pool_size)

@@ -74,7 +74,12 @@ def main():
     traj = term0.observed_steps(steps) if term0.trajectory else []
     pool_n = int(os.environ.get("POOL", 128))
     t0 = time.time()
-    ref = pool_run(model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + pool_n), klass, 2.0, steps, "ddim", traj)
+    if os.environ.get("REF") == "real":  # the class's real training images: no sampling at all
+        from noveltynets.memory.setup import real_reference
+        ref = real_reference(emb, klass)
+        pool_n = len(ref)
+    else:
+        ref = pool_run(model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + pool_n), klass, 2.0, steps, "ddim", traj)
     pool_s = time.time() - t0
 
     def memory():
