@@ -22,7 +22,7 @@ from noveltynets.models import load_model
 
 runner = CliRunner()
 N = 8
-METHODS = ["novelty:pool=4", "novelty:pool=4,memory=fresh", "novelty:pool=4,memory=unrelated", "repel:radius=2",
+METHODS = ["novelty", "novelty:negatives=pool,pool=4", "novelty:memory=fresh", "novelty:memory=unrelated", "repel:radius=2",
            "knn-filter:radius=2,max_ratio=2", "lsh-filter:bits=6,bands=2,max_ratio=2", "particle"]
 METRICS = ["near_dup", "novelty", "precision", "adherence", "modes", "vendi_all", "coverage_all", "history_n"]
 
@@ -46,19 +46,22 @@ def _row(result, setting, run):
 def test_every_history_persists_across_runs_as_its_memory_mode_says(keep_run):
     bench, result, out = keep_run
     n_seen = {(s, r): _row(result, s, r)["history_n"] for s in METHODS for r in (1, 2)}
-    for s in ("novelty:pool=4", "repel:radius=2", "knn-filter:radius=2,max_ratio=2", "lsh-filter:bits=6,bands=2,max_ratio=2"):
+    for s in ("novelty", "novelty:negatives=pool,pool=4", "repel:radius=2", "knn-filter:radius=2,max_ratio=2",
+              "lsh-filter:bits=6,bands=2,max_ratio=2"):
         assert (n_seen[s, 1], n_seen[s, 2]) == (N, 2 * N), s  # continued: all history
-    assert (n_seen["novelty:pool=4,memory=fresh", 1], n_seen["novelty:pool=4,memory=fresh", 2]) == (N, N)  # emptied each run
+    assert (n_seen["novelty:memory=fresh", 1], n_seen["novelty:memory=fresh", 2]) == (N, N)  # emptied each run
     # unrelated: before run r, as many plain samples of other seeds as a continued memory has seen; never its own
-    assert (n_seen["novelty:pool=4,memory=unrelated", 1], n_seen["novelty:pool=4,memory=unrelated", 2]) == (0, N)
+    assert (n_seen["novelty:memory=unrelated", 1], n_seen["novelty:memory=unrelated", 2]) == (0, N)
     assert _row(result, "particle", 2)["history_n"] == 0
     store = MemoryStore(out / "histories.sqlite")
-    m = parse_method("novelty:pool=4,memory=unrelated")
+    m = parse_method("novelty:memory=unrelated")
     seeds = [s for s, in store.db.execute("SELECT seed FROM samples WHERE memory = ?", (history_name(m, 7, 0),))]
     assert len(seeds) == N and min(seeds) >= 2 * 10**12
     kinds = {store.info(name).kind for name in store.names()}
     assert kinds == {"novelty", "exact", "lsh"}
-    assert _row(result, "novelty:pool=4", 1)["setup_seconds"] > 0  # its reference pool counts in its first run
+    # a reference pool counts in its memory's first run (the shipped model's default reference, its real images, costs ~nothing)
+    pooled = _row(result, "novelty:negatives=pool,pool=4", 1)["setup_seconds"]
+    assert pooled > 5 * _row(result, "novelty", 1)["setup_seconds"] and _row(result, "novelty:negatives=pool,pool=4", 2)["setup_seconds"] < pooled
 
 
 def test_each_run_is_judged_against_all_earlier_samples_of_its_own_history(keep_run):
@@ -87,7 +90,7 @@ def test_keep_outputs_are_written(keep_run):
 
 
 KEEP = ["bench", "--keep", "3", "--n", str(N), "--steps", "2", "--batch-size", "4", "--classes", "7",
-        "--method", "novelty:pool=4", "--method", "repel:radius=2", "--no-progress"]
+        "--method", "novelty", "--method", "repel:radius=2", "--no-progress"]
 
 
 def _metrics(out):
@@ -110,7 +113,7 @@ def test_a_killed_keep_benchmark_resumes_from_its_last_completed_runs(tmp_path):
     p.wait()
     rows = [json.loads(line) for line in (cut / "rows.jsonl").read_text().splitlines()]
     store = MemoryStore(cut / "histories.sqlite")
-    for s in ("novelty:pool=4", "repel:radius=2"):
+    for s in ("novelty", "repel:radius=2"):
         last = max(r["run"] for r in rows if r["setting"] == s)
         name = history_name(parse_method(s), 7, 0)
         assert store.has_checkpoint(name, f"run{last}"), s  # the state a resumed run goes back to

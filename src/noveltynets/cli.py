@@ -99,7 +99,9 @@ def sample(
                                          "memory, or the exact/LSH history of repel, knn-filter, lsh-filter, oversample."),
     store: Optional[Path] = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite)."),
     embedder: Optional[str] = typer.Option(None, "--embedder", help="Novelty embedder: pooled-pixels[:N], multiscale-pooled[:2,4,8], denoiser-mid[:t=T] (default: an existing memory's own, else pooled-pixels:32)."),
-    negatives: str = typer.Option("pool", "--negatives", help="A new memory's reference negatives: pool (unguided samples), real or jitter (jitter: a classify memory)."),
+    negatives: Optional[str] = typer.Option(None, "--negatives", help="A new memory's reference negatives: real (the training "
+                                            "images; the default for models trained here, such as the shipped one), pool "
+                                            "(unguided samples; the default otherwise) or jitter (a classify memory)."),
     pool_size: int = typer.Option(128, "--pool-size", help="Unguided samples in a new memory's reference pool (made once, cached)."),
     scope: str = typer.Option("user", "--scope", help="A new memory's scope: session, user or service."),
     model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
@@ -214,7 +216,7 @@ def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_
     if name is None and not novelty:
         return None  # a peer's history lives for this command only, inside its term or filter
     owner = owners[0] if name is not None else novelty[0]
-    if negatives not in ("pool", "real", "jitter"):
+    if negatives not in (None, "pool", "real", "jitter"):
         raise NoveltynetsError(f"--negatives must be pool, real or jitter, got {negatives!r}")
     if pool_size < 2:
         raise NoveltynetsError("--pool-size must be at least 2")

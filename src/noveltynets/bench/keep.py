@@ -43,7 +43,7 @@ import torch
 from .. import metrics
 from ..data import from_uint8, load_mnist5k, to_uint8
 from ..errors import NoveltynetsError
-from ..memory.setup import StoreObserver, history_owners, open_history, pool_key, pool_run, reference_pool
+from ..memory.setup import StoreObserver, default_negatives, history_owners, open_history, pool_key, pool_run, reference_pool
 from ..memory.store import MemoryStore
 from ..models.embedder import load_eval_embedder
 from .methods import Context, Method, _split
@@ -248,7 +248,7 @@ class KeepBench:
                 store.delete(name)
         charge = 0.0
         options = m.memory_options(owner)
-        if owner.history_kind == "novelty" and options.get("negatives", "pool") == "pool":
+        if owner.history_kind == "novelty" and (options.get("negatives") or default_negatives(model)) == "pool":
             # a new memory's reference pool counts in its first run, for every method that needs it
             traj = owner.observed_steps(steps) if owner.trajectory else []
             size = options.get("pool_size", 128)

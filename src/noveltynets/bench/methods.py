@@ -221,8 +221,8 @@ class Novelty(GuidanceMethod):
             if f.name in self.settings and f.name not in ("dim", "embedder_id", "model_id", "trajectory"):
                 typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
                 self.memory_config[f.name] = self._pop(f.name, _parse_bool if typ is bool else typ, None)
-        self.negatives = self.memory_config.pop("negatives", "pool")
-        if self.negatives not in ("pool", "real"):
+        self.negatives = self.memory_config.pop("negatives", None)  # None: the model's default (memory.setup.default_negatives)
+        if self.negatives not in (None, "pool", "real"):
             raise NoveltynetsError(f"method {self.spec!r}: negatives must be pool or real")
         self.guide = self.own_spec("novelty")
         parse_guide(self.guide)

@@ -226,12 +226,13 @@ class NoveltyMemory:
         if not 2 <= n_final <= len(negatives):
             raise NoveltynetsError(f"n_final must be between 2 and {len(negatives)}, got {n_final}")
         k = self.config.projection
-        if k:  # the principal directions of the reference's finished samples
-            if n_final <= k:
-                raise NoveltynetsError(f"projection={k} needs a reference of more than {k} finished samples, got {n_final}")
+        if k:  # the principal directions of the reference's finished samples (a reference of n ≤ k samples has n − 1;
+            # the rest of the k columns stay zero, so those coordinates are constant)
             final = negatives[:n_final].double()
             self.centre = final.mean(0).float()
-            self.basis = torch.linalg.svd(final - final.mean(0), full_matrices=False).Vh[:k].T.float().contiguous()
+            vh = torch.linalg.svd(final - final.mean(0), full_matrices=False).Vh[:min(k, n_final - 1)]
+            self.basis = torch.zeros(self.config.dim, k, device=self.device)
+            self.basis[:, :len(vh)] = vh.T.float()
             negatives = self.project(negatives)
         self.negatives, self.n_ref_final = negatives, n_final
         self.mean, self.std = negatives.mean(0), self._scale(negatives)

@@ -61,6 +61,12 @@ def real_reference(embedder: Embedder, klass: int | None) -> torch.Tensor:
         return embedder(images)
 
 
+def default_negatives(model) -> str:
+    """A new novelty memory's reference: the real training images where they ship with the model (no sampling, so a
+    new memory costs nothing up front), else a pool of the model's own unguided samples."""
+    return "real" if getattr(model, "trained_here", False) else "pool"
+
+
 def history_owners(terms=(), filt=None) -> list:
     """The guidance terms and the filter of a run that keep a history (``history_kind``), in order."""
     owners = [t for t in terms if getattr(t, "history_kind", None) and getattr(t, "history", True)]
@@ -68,7 +74,7 @@ def history_owners(terms=(), filt=None) -> list:
 
 
 def open_history(store: MemoryStore, name: str | None, owner, model, embedder: Embedder, klass, cfg, steps, scheduler,
-                 negatives: str = "pool", pool_size: int = 128, scope: str = "user", device: str = "cpu",
+                 negatives: str | None = None, pool_size: int = 128, scope: str = "user", device: str = "cpu",
                  show_progress: bool = False, memory_config: dict | None = None) -> tuple:
     """The history ``owner`` (a guidance term or filter with a ``history_kind``) keeps, and its version.
 
@@ -79,6 +85,7 @@ def open_history(store: MemoryStore, name: str | None, owner, model, embedder: E
     ``owner`` observes trajectories, made once and cached in the store) or ``"real"`` (the real
     images of ``klass``). ``embedder`` is the history's: a novelty memory's, or the owner's own."""
     kind = owner.history_kind
+    negatives = negatives or default_negatives(model)
     if name is not None and store.exists(name):
         return store.load(name, device, embedder.id, model.model_id, kind=kind)
     if kind == "novelty":

@@ -70,6 +70,12 @@ class DiffusionModel:
         return int(self.unet.config.num_class_embeds or 0) - 1  # the last id is NULL_CLASS
 
     @property
+    def trained_here(self) -> bool:
+        """Whether noveltynets trained it (``train-model`` writes ``train_config.json``): then its training set is the
+        shipped MNIST-5k train split, whose images are at hand (e.g. as a novelty memory's reference)."""
+        return (Path(self.path) / "train_config.json").is_file()
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         c = self.unet.config
         return (c.in_channels, c.sample_size, c.sample_size)
