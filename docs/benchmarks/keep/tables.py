@@ -1,0 +1,89 @@
+"""Tables and target checks of a keep benchmark (``noveltynets bench --keep``), from its results.json or rows.jsonl.
+
+    python docs/benchmarks/keep/tables.py docs/benchmarks/keep/cpu_6x128/results.json > docs/benchmarks/keep/cpu_6x128/tables.md
+
+Targets (issue 18): from run 3 on, the continued memory's near-dup rate ≤ 0.7× the fresh and the unrelated
+controls' at precision within 0.02 of them and adherence ≥ 0.95; in every run ≤ 2× the real-data floor; ≤ 1.1×
+SPELL's (repel with its full history) at precision at least as high; first run ≤ 1.3× plain wall time, later ≤ 1.15×.
+"""
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+NOVELTY, FRESH, UNREL = "novelty", "novelty:memory=fresh", "novelty:memory=unrelated"
+
+
+def load(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(path.read_text())["rows"]
+
+
+def spell_label(settings) -> str | None:
+    return next((s for s in settings if s.startswith("repel")), None)
+
+
+def main(path: Path) -> None:
+    rows = load(path)
+    by = defaultdict(dict)  # (class, setting) -> run -> row
+    for r in rows:
+        by[str(r["class"]), r["setting"]][r["run"]] = r
+    classes = list(dict.fromkeys(str(r["class"]) for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows if r["method"] != "real"))
+    runs = sorted({r["run"] for r in rows})
+    fmt = lambda r: "—" if r is None else (f"{r['near_dup']:.3f} / {r['precision']:.2f}" if "precision" in r else "—")
+    checks = []
+    for c in classes:
+        print(f"\n### class {c}: near-dup rate vs all history / precision, per run\n")
+        print("| setting | " + " | ".join(f"run {r}" for r in runs) + " |")
+        print("|---|" + "---|" * len(runs))
+        real = by.get((c, "real images"), {})
+        print("| real images (floor) | " + " | ".join(f"{real[r]['near_dup']:.3f}" if r in real else "—" for r in runs) + " |")
+        for s in settings:
+            print(f"| `{s}` | " + " | ".join(fmt(by[c, s].get(r)) for r in runs) + " |")
+        print(f"\nclass {c}: adherence, history bytes, step ms, update ms, cost ratio (run 1 … {runs[-1]})\n")
+        print("| setting | adherence (min) | history MB | step ms | update ms | cost vs plain | modes at the end |")
+        print("|---|---|---|---|---|---|---|")
+        for s in settings:
+            rr = [by[c, s][r] for r in runs if r in by[c, s]]
+            mb = ", ".join(f"{x['history_bytes'] / 1e6:.1f}" for x in rr)
+            step = ", ".join(f"{x['step_ms']:.0f}" for x in rr)
+            upd = ", ".join(f"{x['update_ms']:.0f}" for x in rr)
+            cost = ", ".join(f"{x['cost_ratio']:.2f}" for x in rr)
+            print(f"| `{s}` | {min(x['adherence'] for x in rr):.3f} | {mb} | {step} | {upd} | {cost} | {rr[-1]['modes']} |")
+        if real:
+            print(f"| real images | — | — | — | — | — | {real[max(real)]['modes']} (after {max(real)} runs) |")
+        nov, fresh, unrel, spell = by[c, NOVELTY], by.get((c, FRESH), {}), by.get((c, UNREL), {}), spell_label(settings)
+        for r in runs:
+            if r not in nov:
+                continue
+            a = nov[r]
+            if r >= 3:
+                for name, ctl in (("fresh", fresh), ("unrelated", unrel)):
+                    if r in ctl:
+                        b = ctl[r]
+                        ok = a["near_dup"] <= 0.7 * b["near_dup"] and a["precision"] >= b["precision"] - 0.02 and a["adherence"] >= 0.95
+                        checks.append((c, r, f"≤ 0.7× {name}", ok, f"{a['near_dup']:.3f} vs {b['near_dup']:.3f}, precision "
+                                       f"{a['precision']:.3f} vs {b['precision']:.3f}, adherence {a['adherence']:.3f}"))
+            if r in real:
+                checks.append((c, r, "≤ 2× real", a["near_dup"] <= 2 * real[r]["near_dup"],
+                               f"{a['near_dup']:.3f} vs floor {real[r]['near_dup']:.3f}"))
+            if spell and r in by[c, spell]:
+                b = by[c, spell][r]
+                checks.append((c, r, "≤ 1.1× SPELL, precision ≥", a["near_dup"] <= 1.1 * b["near_dup"] and a["precision"] >= b["precision"],
+                               f"{a['near_dup']:.3f} vs {b['near_dup']:.3f}, precision {a['precision']:.3f} vs {b['precision']:.3f}"))
+            limit = 1.3 if r == 1 else 1.15
+            checks.append((c, r, f"cost ≤ {limit}×", a["cost_ratio"] <= limit, f"{a['cost_ratio']:.2f}× plain"))
+    print("\n### Targets for `novelty` (the default, continued memory)\n")
+    print("| class | run | target | met | numbers |")
+    print("|---|---|---|---|---|")
+    for c, r, name, ok, text in checks:
+        print(f"| {c} | {r} | {name} | {'yes' if ok else '**no**'} | {text} |")
+    met = sum(ok for *_, ok, _ in checks)
+    print(f"\n{met} of {len(checks)} checks met.")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
