@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Wall time of the main job as a user runs it: plain sampling vs the first novelty run of a new memory (reference
 # included) vs a later run of the same memory, 128 samples of class 7, 50 steps, batch 16, interleaved, idle 2-core CPU.
-#   bash docs/benchmarks/keep/first_use_cost.sh > docs/benchmarks/keep/first_use_cost.log
+#   [REPS=3] bash docs/benchmarks/keep/first_use_cost.sh > docs/benchmarks/keep/first_use_cost.log
 set -euo pipefail
 NN=${NN:-.venv/bin/noveltynets}
 W=$(mktemp -d)
-for rep in 1 2 3; do
+for rep in $(seq 1 "${REPS:-3}"); do
   for job in plain first later; do
     case $job in
       plain) args=(--seeds 0-127) ;;

@@ -1,6 +1,7 @@
 """Tables and target checks of a keep benchmark (``noveltynets bench --keep``), from its results.json or rows.jsonl.
 
     python docs/benchmarks/keep/tables.py docs/benchmarks/keep/cpu_6x128/results.json > docs/benchmarks/keep/cpu_6x128/tables.md
+    python docs/benchmarks/keep/tables.py --headline docs/benchmarks/keep/cpu_6x128/results.json   # the README's table
 
 Targets (issue 18): from run 3 on, the continued memory's near-dup rate ≤ 0.7× the fresh and the unrelated
 controls' at precision within 0.02 of them and adherence ≥ 0.95; in every run ≤ 2× the real-data floor; ≤ 1.1×
@@ -23,6 +24,25 @@ def load(path: Path) -> list[dict]:
 
 def spell_label(settings) -> str | None:
     return next((s for s in settings if s.startswith("repel")), None)
+
+
+def headline(rows: list[dict]) -> None:
+    """One table for the README: near-dup rate per run for every class and setting, precision's range beside it."""
+    by = defaultdict(dict)
+    for r in rows:
+        by[str(r["class"]), r["setting"]][r["run"]] = r
+    classes = list(dict.fromkeys(str(r["class"]) for r in rows))
+    settings = ["real images"] + list(dict.fromkeys(r["setting"] for r in rows if r["method"] != "real"))
+    runs = sorted({r["run"] for r in rows})
+    print("| class | setting | " + " | ".join(f"run {r}" for r in runs) + " | precision (min – max) |")
+    print("|---|---|" + "---|" * (len(runs) + 1))
+    for c in classes:
+        for s in settings:
+            rr = by.get((c, s), {})
+            cells = " | ".join(f"{rr[r]['near_dup']:.3f}" if r in rr else "—" for r in runs)
+            prec = [x["precision"] for x in rr.values()]
+            name = f"**`{s}`**" if s == NOVELTY else (s if s == "real images" else f"`{s}`")
+            print(f"| {c} | {name} | {cells} | {min(prec):.3f} – {max(prec):.3f} |")
 
 
 def main(path: Path) -> None:
@@ -86,4 +106,7 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--headline":
+        headline(load(Path(sys.argv[2])))
+    else:
+        main(Path(sys.argv[1]))
