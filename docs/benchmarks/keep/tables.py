@@ -26,14 +26,20 @@ def spell_label(settings) -> str | None:
     return next((s for s in settings if s.startswith("repel")), None)
 
 
-def headline(rows: list[dict]) -> None:
-    """One table for the README: near-dup rate per run for every class and setting, precision's range beside it."""
+def index(rows: list[dict]):
+    """(class, setting) -> run -> row; the classes, the methods' settings and the runs, in order of appearance."""
     by = defaultdict(dict)
     for r in rows:
         by[str(r["class"]), r["setting"]][r["run"]] = r
     classes = list(dict.fromkeys(str(r["class"]) for r in rows))
-    settings = ["real images"] + list(dict.fromkeys(r["setting"] for r in rows if r["method"] != "real"))
-    runs = sorted({r["run"] for r in rows})
+    settings = list(dict.fromkeys(r["setting"] for r in rows if r["method"] != "real"))
+    return by, classes, settings, sorted({r["run"] for r in rows})
+
+
+def headline(rows: list[dict]) -> None:
+    """One table for the README: near-dup rate per run for every class and setting, precision's range beside it."""
+    by, classes, settings, runs = index(rows)
+    settings = ["real images"] + settings
     print("| class | setting | " + " | ".join(f"run {r}" for r in runs) + " | precision (min – max) |")
     print("|---|---|" + "---|" * (len(runs) + 1))
     for c in classes:
@@ -46,13 +52,7 @@ def headline(rows: list[dict]) -> None:
 
 
 def main(path: Path) -> None:
-    rows = load(path)
-    by = defaultdict(dict)  # (class, setting) -> run -> row
-    for r in rows:
-        by[str(r["class"]), r["setting"]][r["run"]] = r
-    classes = list(dict.fromkeys(str(r["class"]) for r in rows))
-    settings = list(dict.fromkeys(r["setting"] for r in rows if r["method"] != "real"))
-    runs = sorted({r["run"] for r in rows})
+    by, classes, settings, runs = index(load(path))
     fmt = lambda r: "—" if r is None else (f"{r['near_dup']:.3f} / {r['precision']:.2f}" if "precision" in r else "—")
     checks = []
     for c in classes:
