@@ -65,6 +65,11 @@ def test_every_history_persists_across_runs_as_its_memory_mode_says(keep_run):
     pool_s = next(iter(pools.values()))
     assert _row(result, "novelty:negatives=pool,pool=4", 1)["setup_seconds"] >= pool_s  # charged in its first run
     assert _row(result, "novelty:negatives=pool,pool=4", 2)["setup_seconds"] < pool_s  # and never again
+    # an update (learn, then persist) is timed with its learning part; an unrelated memory never learns the run's samples
+    for s in ("novelty", "repel:radius=2", "knn-filter:radius=2,max_ratio=2"):
+        row = _row(result, s, 2)
+        assert 0 < row["learn_ms"] <= row["update_ms"], s
+    assert _row(result, "novelty:memory=unrelated", 2)["learn_ms"] == 0
 
 
 def test_each_run_is_judged_against_all_earlier_samples_of_its_own_history(keep_run):

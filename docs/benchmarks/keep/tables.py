@@ -63,14 +63,14 @@ def main(path: Path) -> None:
         print("| real images (floor) | " + " | ".join(f"{real[r]['near_dup']:.3f}" if r in real else "—" for r in runs) + " |")
         for s in settings:
             print(f"| `{s}` | " + " | ".join(fmt(by[c, s].get(r)) for r in runs) + " |")
-        print(f"\nclass {c}: adherence, history bytes, step ms, update ms, cost ratio (run 1 … {runs[-1]})\n")
+        print(f"\nclass {c}: adherence, history bytes, step ms, update ms (its learning part), cost ratio (run 1 … {runs[-1]})\n")
         print("| setting | adherence (min) | history MB | step ms | update ms | cost vs plain | modes at the end |")
         print("|---|---|---|---|---|---|---|")
         for s in settings:
             rr = [by[c, s][r] for r in runs if r in by[c, s]]
             mb = ", ".join(f"{x['history_bytes'] / 1e6:.1f}" for x in rr)
             step = ", ".join(f"{x['step_ms']:.0f}" for x in rr)
-            upd = ", ".join(f"{x['update_ms']:.0f}" for x in rr)
+            upd = ", ".join(f"{x['update_ms']:.0f}" + (f" ({x['learn_ms']:.0f})" if x.get("learn_ms") else "") for x in rr)
             cost = ", ".join(f"{x['cost_ratio']:.2f}" for x in rr)
             print(f"| `{s}` | {min(x['adherence'] for x in rr):.3f} | {mb} | {step} | {upd} | {cost} | {rr[-1]['modes']} |")
         if real:

@@ -231,7 +231,8 @@ class KeepBench:
                "history_bytes": sum(self.store.info(nm).state_bytes for nm in names),
                "history_n": sum(self.store.info(nm).n_seen for nm in names),
                "step_ms": float(np.mean([t.mean_ms for t in steps])) if steps else 0.0,
-               "update_ms": float(np.mean([u.mean_ms for u in updates])) if updates else 0.0,
+               "update_ms": float(np.mean([u.mean_ms for u, _ in updates])) if updates else 0.0,
+               "learn_ms": float(np.mean([learn.mean_ms for _, learn in updates])) if updates else 0.0,
                **metrics_, **judge.cumulative(torch.cat([history, images]) if history is not None else images)}
         self._append_row(row)
         return row
@@ -248,7 +249,7 @@ class KeepBench:
                 store.delete(name)
         charge = 0.0
         options = m.memory_options(owner)
-        if owner.history_kind == "novelty" and (options.get("negatives") or default_negatives(model)) == "pool":
+        if owner.history_kind == "novelty" and default_negatives(model, options.get("negatives")) == "pool":
             # a new memory's reference pool counts in its first run, for every method that needs it
             traj = owner.observed_steps(steps) if owner.trajectory else []
             size = options.get("pool_size", 128)
@@ -273,7 +274,8 @@ class KeepBench:
             settings = {"class": klass, "cfg": m.cfg, "steps": steps, "method": m.label}
             observer = StoreObserver(store, name, owner, version, settings)
             owner.attach(history, observer, emb)
-            updates.append(Timed(owner, "observer"))
+            # the update as a whole (learn, then persist in the store) and its learning part alone
+            updates.append((Timed(owner, "observer"), Timed(history, "observe")))
         return charge
 
     def _feed_unrelated(self, m: Method, owner, name, emb, history, version, klass, target: int):

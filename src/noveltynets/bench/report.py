@@ -195,10 +195,6 @@ excluded: <code>setup_seconds</code> in results.json).</p>
 
 
 # -- the keep-sampling benchmark (bench --keep) ---------------------------------------------------
-KEEP_KEYS = ["near_dup", "precision", "adherence", "novelty", "modes", "vendi_all", "coverage_all", "cost_ratio",
-             "seconds", "setup_seconds", "history_bytes", "step_ms", "update_ms"]
-
-
 def merge_keep_outputs(dirs: list[Path], runs: list[dict], out: Path) -> dict:
     """One keep benchmark from several (e.g. one process per class) with the same n, steps, batch size and runs."""
     from ..errors import NoveltynetsError

@@ -61,10 +61,10 @@ def real_reference(embedder: Embedder, klass: int | None) -> torch.Tensor:
         return embedder(images)
 
 
-def default_negatives(model) -> str:
-    """A new novelty memory's reference: the real training images where they ship with the model (no sampling, so a
-    new memory costs nothing up front), else a pool of the model's own unguided samples."""
-    return "real" if getattr(model, "trained_here", False) else "pool"
+def default_negatives(model, negatives: str | None = None) -> str:
+    """A new novelty memory's reference: ``negatives`` if given, else the real training images where they ship with
+    the model (no sampling, so a new memory costs nothing up front), else a pool of the model's own unguided samples."""
+    return negatives or ("real" if getattr(model, "trained_here", False) else "pool")
 
 
 def history_owners(terms=(), filt=None) -> list:
@@ -85,7 +85,7 @@ def open_history(store: MemoryStore, name: str | None, owner, model, embedder: E
     ``owner`` observes trajectories, made once and cached in the store) or ``"real"`` (the real
     images of ``klass``). ``embedder`` is the history's: a novelty memory's, or the owner's own."""
     kind = owner.history_kind
-    negatives = negatives or default_negatives(model)
+    negatives = default_negatives(model, negatives)
     if name is not None and store.exists(name):
         return store.load(name, device, embedder.id, model.model_id, kind=kind)
     if kind == "novelty":
