@@ -64,6 +64,20 @@ def test_overwrite_replaces_and_refusal_keeps_old_output(tmp_path):
     assert len(list(out.glob("0*.png"))) == 3
 
 
+def test_a_store_inside_the_output_folder_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "o"
+    assert invoke("sample", "--class", 1, "--n", 2, "--out", out, *FAST).exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+    for store in (out / "m.sqlite", out / "sub" / "m.sqlite"):  # --overwrite would have deleted it with the old folder
+        r = invoke("sample", "--class", 1, "--n", 2, "--guide", "novelty", "--memory", "x", "--store", store, "--out", out,
+                   "--overwrite", *FAST)
+        assert r.exit_code == 2 and "inside --out" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+        assert not store.exists() and sorted(p.name for p in out.iterdir()) == before
+    r = invoke("sample", "--class", 1, "--n", 2, "--guide", "novelty", "--memory", "x", "--store", tmp_path / "m.sqlite",
+               "--out", out, "--overwrite", *FAST)
+    assert r.exit_code == 0 and (tmp_path / "m.sqlite").exists()
+
+
 def _corrupt_model(tmp_path):
     import shutil
     bad = tmp_path / "badmodel"

@@ -69,6 +69,14 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise NoveltynetsError(f"cannot write to {parent}: {e.strerror or e}") from None
 
 
+def _refuse_inside(out: Path, path: Path, what: str) -> None:
+    """``path`` (e.g. the memory store) must not lie inside the output folder, which a run replaces as a whole."""
+    p, o = Path(path).expanduser().resolve(), Path(out).expanduser().resolve()
+    if p == o or o in p.parents:
+        raise NoveltynetsError(f"{what} {path} lies inside --out {out}, which the run replaces as a whole: "
+                               f"keep it outside the output folder")
+
+
 def _commit_out(tmp: Path, out: Path) -> None:
     """Move the finished folder into place; an old ``out`` is only removed once the new one is complete."""
     old = None
@@ -150,7 +158,8 @@ def sample(
     load_s = time.perf_counter() - t_load
     _check_class(m, klass)
     make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
-    memory_info = _setup_memory(terms, filt, memory, store, embedder, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress)
+    memory_info = _setup_memory(terms, filt, memory, store, embedder, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev,
+                                progress, out)
     tmp = _prepare_out(out, overwrite)
 
     try:
@@ -197,13 +206,14 @@ def sample(
     typer.echo(f"wrote {n} samples to {out} ({run.seconds:.1f} s sampling, {run.seconds / n * 1000:.0f} ms per sample)")
 
 
-def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress):
+def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_size, scope, m, klass, cfg, steps, scheduler, dev, progress,
+                  out: Path):
     """Attach a history to the term or filter that keeps one: the named one with ``--memory`` (loaded or
     created in the store), else a novelty memory for this command only. Returns a manifest-info callable (or None)."""
     from .guidance import NoveltyGuidance
     from .memory import embedder_from_spec
     from .memory.setup import StoreObserver, history_owners, open_history
-    from .memory.store import MemoryStore
+    from .memory.store import MemoryStore, default_store_path
 
     owners = history_owners(terms, filt)
     if name is not None and not owners:
@@ -220,6 +230,7 @@ def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_
         raise NoveltynetsError(f"--negatives must be pool, real or jitter, got {negatives!r}")
     if pool_size < 2:
         raise NoveltynetsError("--pool-size must be at least 2")
+    _refuse_inside(out, store_path or default_store_path(), "the memory store")
     st = MemoryStore(store_path)
     if isinstance(owner, NoveltyGuidance):
         emb = embedder_from_spec(_embedder_spec(st, name, embedder_spec), m)
