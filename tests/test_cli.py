@@ -102,6 +102,17 @@ def _corrupt_model(tmp_path):
     (["--device", "tpu"], "unknown device"),
     (["--model", "/nonexistent/model"], "no model at"),
     (["--grad-mode", "fast"], "--grad-mode"),
+    # out-of-range and non-finite numbers (each gave all-black images or noise with exit 0, or a traceback, or a hang)
+    (["--eta", 1.5], "--eta must be a number in [0, 1]"),
+    (["--eta", "inf"], "--eta must be a number in [0, 1]"),
+    (["--eta", -0.1], "--eta must be a number in [0, 1]"),
+    (["--temperature", "inf"], "--temperature must be a number in (0, 10]"),
+    (["--temperature", 0], "--temperature must be a number in (0, 10]"),
+    (["--cfg", "inf"], "--cfg must be a number in [0, 100]"),
+    (["--cfg", "nan"], "--cfg must be a number in [0, 100]"),
+    (["--steps", 100000], "steps must be in 1..1000"),
+    (["--steps", 1001, "--scheduler", "dpm++"], "steps must be in 1..1000"),
+    (["--steps", 5000, "--scheduler", "ddpm"], "steps must be in 1..1000"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "never"

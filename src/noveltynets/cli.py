@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import shutil
@@ -53,6 +54,13 @@ def _device(name: str) -> str:
 def _check_class(model, klass: int | None) -> None:
     if klass is not None and not 0 <= klass < model.num_classes:
         raise NoveltynetsError(f"unknown class {klass}: this model has classes 0-{model.num_classes - 1}")
+
+
+def _in_range(option: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    """A numeric option must be finite and in [lo, hi] ((lo, hi] with ``lo_open``); the message gives the range."""
+    ok = math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        raise NoveltynetsError(f"{option} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value}")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:
@@ -146,10 +154,9 @@ def sample(
         raise NoveltynetsError(f"--steps must be positive, got {steps}")
     if grad_mode not in ("x0", "exact"):
         raise NoveltynetsError(f"--grad-mode must be x0 or exact, got {grad_mode!r}")
-    if not cfg >= 0 or not eta >= 0:
-        raise NoveltynetsError("--cfg and --eta must be non-negative numbers")
-    if not temperature > 0:
-        raise NoveltynetsError(f"--temperature must be positive, got {temperature}")
+    _in_range("--cfg", cfg, 0, 100)
+    _in_range("--eta", eta, 0, 1)  # DDIM's eta: 0 deterministic, 1 as stochastic as DDPM; above 1 the variance is invalid
+    _in_range("--temperature", temperature, 0, 10, lo_open=True)
     terms = [parse_guide(spec) for spec in guide]
     filt = parse_filter(filter_spec) if filter_spec else None
     dev = _device(device)
@@ -275,8 +282,9 @@ def train_model_cmd(
     """Train the default class-conditional UNet on the MNIST-5k train split (EMA, bf16 on GPU, resumable)."""
     from .models.trainer import TrainConfig, train_model
 
-    if steps <= 0 or batch_size <= 0 or lr <= 0:
-        raise NoveltynetsError("--steps, --batch-size and --lr must be positive")
+    if steps <= 0 or batch_size <= 0:
+        raise NoveltynetsError("--steps and --batch-size must be positive")
+    _in_range("--lr", lr, 0, 1, lo_open=True)
     train_model(out, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed), device=_device(device), show_progress=progress)
     typer.echo(f"model written to {out}")
 
@@ -318,6 +326,9 @@ def check_model_cmd(
     from .models import load_model
     from .models.embedder import load_eval_embedder
 
+    _in_range("--cfg", cfg, 0, 100)
+    if per_class < 1 or n_uncond < 0 or steps < 1 or batch_size < 1:
+        raise NoveltynetsError("--per-class, --steps and --batch-size must be positive, --n-uncond non-negative")
     dev = _device(device)
     result = check_model(load_model(model, dev), load_eval_embedder(embedder, dev), per_class, n_uncond, cfg, steps,
                          batch_size=batch_size, device=dev, show_progress=progress)
@@ -667,8 +678,9 @@ def minority_train_cmd(
     from .minority import train_classifier
     from .models import load_model
 
-    if steps < 1 or batch_size < 1 or lr <= 0:
-        raise NoveltynetsError("--steps, --batch-size and --lr must be positive")
+    if steps < 1 or batch_size < 1:
+        raise NoveltynetsError("--steps and --batch-size must be positive")
+    _in_range("--lr", lr, 0, 1, lo_open=True)
     dev = _device(device)
     try:
         z = np.load(scores)

@@ -39,8 +39,9 @@ def make_scheduler(name: str, train_config: dict, steps: int):
     """A diffusers scheduler of kind ``name`` built from the model's training schedule."""
     if name not in SCHEDULERS:
         raise NoveltynetsError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
-    if steps < 1:
-        raise NoveltynetsError(f"steps must be at least 1, got {steps}")
+    limit = int(train_config.get("num_train_timesteps", 1000))
+    if not 1 <= steps <= limit:
+        raise NoveltynetsError(f"steps must be in 1..{limit} (the model's training steps), got {steps}")
     cls, overrides = SCHEDULERS[name]
     keys = set(inspect.signature(cls.__init__).parameters)
     base = {k: v for k, v in train_config.items() if k in keys and not k.startswith("_")}
