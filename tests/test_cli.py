@@ -190,6 +190,21 @@ def test_novelty_memory_persists_across_runs(tmp_path):
     assert r.exit_code == 2 and "no memory named 'fours'" in r.stderr
 
 
+def test_memory_commands_on_a_missing_store_create_nothing(tmp_path):
+    missing = tmp_path / "no" / "s.sqlite"
+    for args in (["list"], ["show", "a"], ["reset", "a"], ["delete", "a"], ["export", "a", tmp_path / "e.db"]):
+        r = invoke("memory", *args, "--store", missing)
+        assert r.exit_code == 2 and "no memory store at" in r.stderr and len(r.stderr.strip().splitlines()) == 1, args
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    r = invoke("memory", "import", empty, "--store", tmp_path / "s.sqlite")
+    assert r.exit_code == 2 and "is empty" in r.stderr and empty.read_bytes() == b""
+    r = invoke("sample", "--n", 2, "--guide", "novelty", "--memory", "../z", "--store", tmp_path / "s.sqlite",
+               "--out", tmp_path / "o", *FAST)
+    assert r.exit_code == 2 and "bad memory name" in r.stderr and not (tmp_path / "o").exists()
+
+
 def test_memory_errors_are_clear(tmp_path):
     store = tmp_path / "mem.sqlite"
     assert _novelty(tmp_path / "a", store).exit_code == 0

@@ -167,3 +167,57 @@ def test_a_store_made_before_history_kinds_opens_as_novelty_memories(tmp_path):
     db.close()
     store = MemoryStore(path)
     assert store.info("old").kind == "novelty" and store.load("old", kind="novelty")[0].n_seen == 0
+
+
+@pytest.mark.parametrize("name", ["../z", "a/b", "a\nb", "tab\there", "", ".hidden", "x" * 129, "é", "a b", "nul\0"])
+def test_one_name_rule_wherever_a_name_enters(store, tmp_path, name):
+    with pytest.raises(NoveltynetsError, match="bad memory name"):
+        store.create(name, make_memory())
+    store.create("ok-name_1.v=2", make_memory())
+    store.export("ok-name_1.v=2", tmp_path / "e.db")
+    with pytest.raises(NoveltynetsError, match="bad memory name"):
+        store.import_(tmp_path / "e.db", name)
+    assert store.names() == ["ok-name_1.v=2"]
+
+
+def test_import_reads_the_export_read_only_and_refuses_what_is_not_one(store, tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(NoveltynetsError, match="is empty"):
+        store.import_(empty)
+    assert empty.read_bytes() == b""  # was rewritten into an SQLite database
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 300)
+    with pytest.raises(NoveltynetsError, match="unreadable"):
+        store.import_(junk)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(NoveltynetsError, match="not a noveltynets store"):
+        store.import_(other)
+    with pytest.raises(NoveltynetsError, match="no export file"):
+        store.import_(tmp_path / "missing.db")
+    assert not (tmp_path / "missing.db").exists() and store.names() == []
+
+
+def test_a_read_only_store_writes_nothing_and_a_missing_one_is_refused(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with pytest.raises(NoveltynetsError, match="no memory store at"):
+        MemoryStore(tmp_path / "no" / "s.sqlite", read_only=True)
+    assert not (tmp_path / "no").exists()
+    rw = MemoryStore(path)
+    rw.create("a", make_memory())
+    rw.close()
+    before = path.read_bytes()
+    ro = MemoryStore(path, read_only=True)
+    assert ro.names() == ["a"] and ro.load("a")[0].n_seen == 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro.db.execute("DELETE FROM memories")
+    ro.close()
+    assert path.read_bytes() == before
+
+
+def test_a_corrupt_config_is_a_clear_error(store):
+    store.create("a", make_memory())
+    store.db.execute("UPDATE memories SET config = '{not json' WHERE name = 'a'")
+    with pytest.raises(NoveltynetsError, match="corrupt config"):
+        store.info("a")

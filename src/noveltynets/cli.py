@@ -154,6 +154,9 @@ def sample(
         raise NoveltynetsError(f"--steps must be positive, got {steps}")
     if grad_mode not in ("x0", "exact"):
         raise NoveltynetsError(f"--grad-mode must be x0 or exact, got {grad_mode!r}")
+    if memory is not None:
+        from .memory.store import check_name
+        check_name(memory)  # before the reference pool is sampled and cached
     _in_range("--cfg", cfg, 0, 100)
     _in_range("--eta", eta, 0, 1)  # DDIM's eta: 0 deterministic, 1 as stochastic as DDPM; above 1 the variance is invalid
     _in_range("--temperature", temperature, 0, 10, lo_open=True)
@@ -462,16 +465,20 @@ app.add_typer(memory_app, name="memory")
 StoreOpt = typer.Option(None, "--store", help="Memory store file (default ~/.cache/noveltynets/memories.sqlite).")
 
 
-def _store(path):
-    from .memory.store import MemoryStore
-    return MemoryStore(path)
+def _store(path, read_only: bool = False, must_exist: bool = False):
+    """The store at ``path`` (default: the user's). Commands that only read open it read-only, and they and the commands
+    that change an existing memory refuse a missing store rather than create an empty one."""
+    from .memory.store import MemoryStore, default_store_path
+    if must_exist and not read_only and not Path(path or default_store_path()).is_file():
+        raise NoveltynetsError(f"no memory store at {path or default_store_path()}")
+    return MemoryStore(path, read_only=read_only)
 
 
 @memory_app.command("list")
 @friendly
 def memory_list(store: Optional[Path] = StoreOpt) -> None:
     """One line per history: name, kind, scope, samples seen, embedder, model."""
-    st = _store(store)
+    st = _store(store, read_only=True)
     for name in st.names():
         try:
             i = st.info(name)
@@ -485,7 +492,7 @@ def memory_list(store: Optional[Path] = StoreOpt) -> None:
 def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
     """Everything about one memory or history, as JSON."""
     from dataclasses import asdict
-    st = _store(store)
+    st = _store(store, read_only=True)
     info = asdict(st.info(name))
     mem, _ = st.load(name)
     info["samples_recorded"] = st.count_samples(name)
@@ -498,14 +505,14 @@ def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
 @friendly
 def memory_reset(name: str, store: Optional[Path] = StoreOpt) -> None:
     """Forget a memory's history (keeps its settings and reference negatives)."""
-    _store(store).reset(name)
+    _store(store, must_exist=True).reset(name)
     typer.echo(f"memory {name!r} reset")
 
 
 @memory_app.command("delete")
 @friendly
 def memory_delete(name: str, store: Optional[Path] = StoreOpt) -> None:
-    _store(store).delete(name)
+    _store(store, must_exist=True).delete(name)
     typer.echo(f"memory {name!r} deleted")
 
 
@@ -513,7 +520,7 @@ def memory_delete(name: str, store: Optional[Path] = StoreOpt) -> None:
 @friendly
 def memory_export(name: str, path: Path, store: Optional[Path] = StoreOpt) -> None:
     """Write one memory (state and sample records) to a standalone file."""
-    _store(store).export(name, path)
+    _store(store, read_only=True).export(name, path)
     typer.echo(f"memory {name!r} exported to {path}")
 
 

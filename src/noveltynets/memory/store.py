@@ -17,8 +17,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sqlite3
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,19 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 COLUMNS = "name, scope, config, embedder_id, model_id, n_seen, version, state, created, updated, kind"
 SAMPLE_COLUMNS = "memory, seed, class, settings, embedding, time"
+
+
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+,@-]{0,127}")
+
+
+def check_name(name) -> str:
+    """The one rule for a memory's name, wherever a name enters (sampling, import, the bench, later the HTTP API):
+    1-128 characters of letters, digits and ``_ . = + , @ -``, starting with a letter or digit."""
+    if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
+        shown = repr(name) if len(str(name)) <= 40 else repr(str(name)[:40]) + f"... ({len(name)} characters)"
+        raise NoveltynetsError(f"bad memory name {shown}: use 1-128 letters, digits and _ . = + , @ -, starting with a letter "
+                               "or digit")
+    return name
 
 
 def default_store_path() -> Path:
@@ -83,9 +98,21 @@ def _bytes_array(b: bytes) -> torch.Tensor:
 class MemoryStore:
     """A SQLite file of named novelty memories. Safe for several processes at once."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, read_only: bool = False, what: str = "memory store"):
+        """Open (or create) the store at ``path``. ``read_only``: the file must exist and is never written (no folders,
+        no schema, no journal change): for commands that only read, and for export files being imported."""
         self.path = Path(path) if path is not None else default_store_path()
         try:
+            if read_only:
+                if not self.path.is_file() or self.path.stat().st_size == 0:
+                    raise NoveltynetsError(f"no {what} at {self.path}" if not self.path.exists() else
+                                           f"{what} {self.path} is {'empty' if self.path.is_file() else 'not a file'}")
+                self.db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro", uri=True,
+                                          timeout=60, isolation_level=None)
+                tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"memories", "samples"} <= tables:
+                    raise NoveltynetsError(f"{what} {self.path} is not a noveltynets store (no memories table)")
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -94,7 +121,7 @@ class MemoryStore:
             if "kind" not in {r[1] for r in self.db.execute("PRAGMA table_info(memories)")}:  # a store made before kinds
                 self.db.execute("ALTER TABLE memories ADD COLUMN kind TEXT NOT NULL DEFAULT 'novelty'")
         except sqlite3.DatabaseError as e:
-            raise NoveltynetsError(f"memory store {self.path} is unreadable or not a noveltynets store ({e})") from None
+            raise NoveltynetsError(f"{what} {self.path} is unreadable or not a noveltynets store ({e})") from None
         except OSError as e:
             raise NoveltynetsError(f"cannot open memory store {self.path}: {e.strerror or e}") from None
 
@@ -121,15 +148,18 @@ class MemoryStore:
                               "length(state) FROM memories WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NoveltynetsError(f"no memory named {name!r} in {self.path}")
-        return MemoryInfo(*row[:6], json.loads(row[6]), *row[7:])
+        try:
+            config = json.loads(row[6])
+        except (TypeError, ValueError):
+            raise NoveltynetsError(f"memory {name!r} in {self.path} has a corrupt config") from None
+        return MemoryInfo(*row[:6], config, *row[7:])
 
     def exists(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM memories WHERE name = ?", (name,)).fetchone() is not None
 
     def create(self, name: str, memory, scope: str = "user") -> None:
         """Add history ``memory`` (any of ``KINDS``) under ``name``."""
-        if not name or any(c in name for c in "/\\\0"):
-            raise NoveltynetsError(f"bad memory name {name!r}")
+        check_name(name)
         if scope not in SCOPES:
             raise NoveltynetsError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         now = time.time()
@@ -238,17 +268,24 @@ class MemoryStore:
 
     def import_(self, path: str | Path, name: str | None = None) -> str:
         """Copy the memory in an exported file into this store (optionally renamed); returns its name."""
-        src = MemoryStore(path)
-        names = src.names()
-        if len(names) != 1:
-            raise NoveltynetsError(f"{path} holds {len(names)} memories; an export holds exactly one")
-        row = list(src.db.execute(f"SELECT {COLUMNS} FROM memories WHERE name = ?", (names[0],)).fetchone())
-        samples = src.db.execute("SELECT seed, class, settings, embedding, time FROM samples WHERE memory = ? ORDER BY id", (names[0],)).fetchall()
-        src.close()
+        if name is not None:
+            check_name(name)
+        src = MemoryStore(path, read_only=True, what="export file")
+        try:
+            names = src.names()
+            if len(names) != 1:
+                raise NoveltynetsError(f"{path} holds {len(names)} memories; an export holds exactly one")
+            row = list(src.db.execute(f"SELECT {COLUMNS} FROM memories WHERE name = ?", (names[0],)).fetchone())
+            samples = src.db.execute("SELECT seed, class, settings, embedding, time FROM samples WHERE memory = ? ORDER BY id",
+                                     (names[0],)).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise NoveltynetsError(f"export file {path} is unreadable ({e})") from None
+        finally:
+            src.close()
         if row[10] not in KINDS:
             raise NoveltynetsError(f"{path} holds a history of unknown kind {row[10]!r}")
         KINDS[row[10]].from_bytes(row[7])  # refuse corrupt data before writing anything
-        row[0] = name or row[0]
+        row[0] = check_name(name if name is not None else row[0])
         with self._write():
             if self.exists(row[0]):
                 raise NoveltynetsError(f"a memory named {row[0]!r} already exists in {self.path}")
