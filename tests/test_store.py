@@ -221,3 +221,64 @@ def test_a_corrupt_config_is_a_clear_error(store):
     store.db.execute("UPDATE memories SET config = '{not json' WHERE name = 'a'")
     with pytest.raises(NoveltynetsError, match="corrupt config"):
         store.info("a")
+
+
+def _flip(blob: bytes, offset: int) -> bytes:
+    b = bytearray(blob)
+    b[offset] ^= 0xFF
+    return bytes(b)
+
+
+def test_a_corrupt_state_or_config_is_refused_on_load_export_and_import_and_spares_the_others(store, tmp_path):
+    store.create("good", make_memory())
+    store.create("bad", make_memory())
+    store.export("bad", tmp_path / "clean.db")
+    state, config = store.db.execute("SELECT state, config FROM memories WHERE name = 'bad'").fetchone()
+    gen = torch.Generator().manual_seed(0)
+    for offset in torch.randint(len(state), (8,), generator=gen).tolist() + [0, len(state) - 1]:  # header, tensors, the end
+        store.db.execute("UPDATE memories SET state = ? WHERE name = 'bad'", (_flip(state, offset),))
+        with pytest.raises(NoveltynetsError, match="'bad'.*corrupt"):
+            store.load("bad")
+        with pytest.raises(NoveltynetsError, match="corrupt"):
+            store.export("bad", tmp_path / "x.db")
+        assert not (tmp_path / "x.db").exists()
+        assert store.load("good")[0].n_seen == 0  # the other memory still loads
+    store.db.execute("UPDATE memories SET state = ?, config = ? WHERE name = 'bad'", (state, config.replace('"hidden": 16', '"hidden": 17')))
+    with pytest.raises(NoveltynetsError, match="corrupt"):
+        store.load("bad")
+    # an export corrupted in transit: refused on import, the store unchanged
+    export = tmp_path / "clean.db"
+    db = sqlite3.connect(export)
+    blob = db.execute("SELECT state FROM memories").fetchone()[0]
+    db.execute("UPDATE memories SET state = ?", (_flip(blob, len(blob) // 2),))
+    db.commit()
+    db.close()
+    with pytest.raises(NoveltynetsError, match="corrupt"):
+        store.import_(export, "copy")
+    assert store.names() == ["bad", "good"]
+
+
+def test_a_checkpoint_is_sealed_too(store):
+    store.create("a", make_memory())
+    store.checkpoint("a", "run1")
+    mem, v = store.load("a")
+    store.observe("a", mem, v, torch.randn(4, 8))
+    state = store.db.execute("SELECT state FROM checkpoints WHERE name = 'a'").fetchone()[0]
+    store.db.execute("UPDATE checkpoints SET state = ? WHERE name = 'a'", (_flip(state, 100),))
+    with pytest.raises(NoveltynetsError, match="checkpoint 'run1'.*corrupt"):
+        store.restore("a", "run1")
+    assert store.load("a")[0].n_seen == 4  # left as it was
+
+
+def test_a_store_made_before_checksums_still_loads_and_is_sealed_at_its_next_write(tmp_path):
+    path = tmp_path / "old.sqlite"
+    store = MemoryStore(path)
+    store.create("a", make_memory())
+    store.db.execute("ALTER TABLE memories DROP COLUMN checksum")  # the schema before checksums
+    store.db.execute("ALTER TABLE checkpoints DROP COLUMN checksum")
+    store.close()
+    again = MemoryStore(path)
+    assert again.db.execute("SELECT checksum FROM memories").fetchone()[0] is None
+    mem, v = again.load("a")
+    again.observe("a", mem, v, torch.randn(2, 8))
+    assert again.db.execute("SELECT checksum FROM memories").fetchone()[0] is not None

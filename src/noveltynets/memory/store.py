@@ -14,6 +14,7 @@ benchmark's "last completed run").
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -38,7 +39,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
     name TEXT PRIMARY KEY, scope TEXT NOT NULL, config TEXT NOT NULL, embedder_id TEXT NOT NULL,
     model_id TEXT NOT NULL, n_seen INTEGER NOT NULL, version INTEGER NOT NULL, state BLOB NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, kind TEXT NOT NULL DEFAULT 'novelty');
+    created REAL NOT NULL, updated REAL NOT NULL, kind TEXT NOT NULL DEFAULT 'novelty', checksum TEXT);
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT, memory TEXT NOT NULL, seed INTEGER, class INTEGER,
     settings TEXT, embedding BLOB NOT NULL, time REAL NOT NULL);
@@ -46,9 +47,10 @@ CREATE INDEX IF NOT EXISTS samples_memory ON samples(memory);
 CREATE TABLE IF NOT EXISTS pools (key TEXT PRIMARY KEY, embeddings BLOB NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT NOT NULL, tag TEXT NOT NULL, state BLOB NOT NULL, n_seen INTEGER NOT NULL, version INTEGER NOT NULL,
-    last_sample INTEGER NOT NULL, PRIMARY KEY (name, tag));
+    last_sample INTEGER NOT NULL, checksum TEXT, PRIMARY KEY (name, tag));
 """
-COLUMNS = "name, scope, config, embedder_id, model_id, n_seen, version, state, created, updated, kind"
+COLUMNS = "name, scope, config, embedder_id, model_id, n_seen, version, state, created, updated, kind, checksum"
+VALUES = "(" + ",".join("?" * len(COLUMNS.split(","))) + ")"
 SAMPLE_COLUMNS = "memory, seed, class, settings, embedding, time"
 
 
@@ -63,6 +65,11 @@ def check_name(name) -> str:
         raise NoveltynetsError(f"bad memory name {shown}: use 1-128 letters, digits and _ . = + , @ -, starting with a letter "
                                "or digit")
     return name
+
+
+def checksum(state: bytes, config: str) -> str:
+    """BLAKE2b over a history's state and its config: stored with every state, verified on load, export and import."""
+    return hashlib.blake2b(bytes(state) + b"\0" + config.encode(), digest_size=16).hexdigest()
 
 
 def default_store_path() -> Path:
@@ -118,8 +125,10 @@ class MemoryStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-            if "kind" not in {r[1] for r in self.db.execute("PRAGMA table_info(memories)")}:  # a store made before kinds
-                self.db.execute("ALTER TABLE memories ADD COLUMN kind TEXT NOT NULL DEFAULT 'novelty'")
+            for table, column, decl in (("memories", "kind", "TEXT NOT NULL DEFAULT 'novelty'"),  # stores made before kinds
+                                        ("memories", "checksum", "TEXT"), ("checkpoints", "checksum", "TEXT")):  # ... checksums
+                if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         except sqlite3.DatabaseError as e:
             raise NoveltynetsError(f"{what} {self.path} is unreadable or not a noveltynets store ({e})") from None
         except OSError as e:
@@ -167,17 +176,20 @@ class MemoryStore:
             if self.exists(name):
                 raise NoveltynetsError(f"a memory named {name!r} already exists in {self.path}")
             c = memory.config
-            self.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                            (name, scope, json.dumps(c.__dict__), c.embedder_id, c.model_id, memory.n_seen, 1,
-                             memory.to_bytes(), now, now, memory.kind))
+            config, state = json.dumps(c.__dict__), memory.to_bytes()
+            self.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES {VALUES}",
+                            (name, scope, config, c.embedder_id, c.model_id, memory.n_seen, 1, state, now, now, memory.kind,
+                             checksum(state, config)))
 
     def load(self, name: str, device: str | torch.device = "cpu", embedder_id: str | None = None,
              model_id: str | None = None, kind: str | None = None) -> tuple[NoveltyMemory, int]:
         """The history and its version; refuses one of another ``kind`` or made with another embedder or model."""
-        row = self.db.execute("SELECT state, version, embedder_id, model_id, kind FROM memories WHERE name = ?", (name,)).fetchone()
+        row = self.db.execute("SELECT state, version, embedder_id, model_id, kind, config, checksum FROM memories WHERE name = ?",
+                              (name,)).fetchone()
         if row is None:
             raise NoveltynetsError(f"no memory named {name!r} in {self.path}")
-        state, version, emb_id, mod_id, found = row
+        state, version, emb_id, mod_id, found, config, digest = row
+        self._verify(name, state, config, digest)
         if kind is not None and found != kind:
             raise NoveltynetsError(f"memory {name!r} is {_KIND_NAMES.get(found, found)}, not {_KIND_NAMES.get(kind, kind)}")
         if found not in KINDS:
@@ -191,12 +203,22 @@ class MemoryStore:
         except NoveltynetsError as e:
             raise NoveltynetsError(f"memory {name!r} in {self.path}: {e}") from None
 
+    def _verify(self, name: str, state, config, digest, where: str = "") -> None:
+        """Refuse a state or config that does not match its checksum (rows written before checksums have none)."""
+        if digest is not None and (not isinstance(state, bytes) or not isinstance(config, str) or checksum(state, config) != digest):
+            raise NoveltynetsError(f"memory {name!r}{where} in {self.path} is corrupt (its checksum does not match)")
+
+    def _set_state(self, name: str, state: bytes, n_seen: int, version: int, now: float) -> None:
+        """Write a new state (inside ``_write``), sealed with the checksum of it and the memory's config."""
+        config = self.db.execute("SELECT config FROM memories WHERE name = ?", (name,)).fetchone()[0]
+        self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=?, checksum=? WHERE name=?",
+                        (state, n_seen, version, now, checksum(state, config), name))
+
     def save(self, name: str, memory: NoveltyMemory) -> int:
         """Overwrite a memory's state (e.g. after ``reset``); returns the new version."""
         with self._write():
             version = self.info(name).version + 1
-            self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
-                            (memory.to_bytes(), memory.n_seen, version, time.time(), name))
+            self._set_state(name, memory.to_bytes(), memory.n_seen, version, time.time())
         return version
 
     def observe(self, name: str, memory: NoveltyMemory, version: int, embeddings: torch.Tensor,
@@ -217,8 +239,7 @@ class MemoryStore:
             self.db.executemany(f"INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                                 [(name, r.get("seed"), r.get("class"), json.dumps(r.get("settings", {})), _array_bytes(e), now)
                                  for e, r in zip(embeddings, records)])
-            self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
-                            (memory.to_bytes(), memory.n_seen, version + 1, now, name))
+            self._set_state(name, memory.to_bytes(), memory.n_seen, version + 1, now)
         return memory, version + 1
 
     def delete(self, name: str) -> None:
@@ -235,8 +256,7 @@ class MemoryStore:
         with self._write():
             self.db.execute("DELETE FROM samples WHERE memory = ?", (name,))
             version = self.info(name).version + 1
-            self.db.execute("UPDATE memories SET state=?, n_seen=0, version=?, updated=? WHERE name=?",
-                            (memory.to_bytes(), version, time.time(), name))
+            self._set_state(name, memory.to_bytes(), 0, version, time.time())
 
     def sample_embeddings(self, name: str) -> torch.Tensor:
         rows = self.db.execute("SELECT embedding FROM samples WHERE memory = ? ORDER BY id", (name,)).fetchall()
@@ -251,13 +271,14 @@ class MemoryStore:
         path = Path(path)
         if path.exists():
             raise NoveltynetsError(f"{path} already exists")
-        self.info(name)
+        self.load(name)  # refuses a corrupt state (checksum, then its own format) before anything is written
         tmp = path.with_name(path.name + ".partial")
         tmp.unlink(missing_ok=True)
         out = MemoryStore(tmp)
         out.db.execute("BEGIN")
-        row = self.db.execute(f"SELECT {COLUMNS} FROM memories WHERE name = ?", (name,)).fetchone()
-        out.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+        row = list(self.db.execute(f"SELECT {COLUMNS} FROM memories WHERE name = ?", (name,)).fetchone())
+        row[11] = row[11] or checksum(row[7], row[2])  # a row from before checksums is sealed as it leaves
+        out.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES {VALUES}", row)
         out.db.executemany(f"INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                            self.db.execute(f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE memory = ? ORDER BY id", (name,)))
         out.db.execute("COMMIT")
@@ -284,12 +305,14 @@ class MemoryStore:
             src.close()
         if row[10] not in KINDS:
             raise NoveltynetsError(f"{path} holds a history of unknown kind {row[10]!r}")
-        KINDS[row[10]].from_bytes(row[7])  # refuse corrupt data before writing anything
+        self._verify(row[0], row[7], row[2], row[11], where=f" (exported to {path})")  # refuse corrupt data before writing
+        KINDS[row[10]].from_bytes(row[7])
+        row[11] = row[11] or checksum(row[7], row[2])
         row[0] = check_name(name if name is not None else row[0])
         with self._write():
             if self.exists(row[0]):
                 raise NoveltynetsError(f"a memory named {row[0]!r} already exists in {self.path}")
-            self.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+            self.db.execute(f"INSERT INTO memories ({COLUMNS}) VALUES {VALUES}", row)
             self.db.executemany(f"INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                                 [(row[0], *s) for s in samples])
         return row[0]
@@ -300,22 +323,23 @@ class MemoryStore:
         with self._write():
             self.info(name)  # it exists
             last = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM samples WHERE memory = ?", (name,)).fetchone()[0]
-            self.db.execute("INSERT OR REPLACE INTO checkpoints SELECT name, ?, state, n_seen, version, ? FROM memories "
-                            "WHERE name = ?", (tag, last, name))
+            self.db.execute("INSERT OR REPLACE INTO checkpoints (name, tag, state, n_seen, version, last_sample, checksum) "
+                            "SELECT name, ?, state, n_seen, version, ?, checksum FROM memories WHERE name = ?", (tag, last, name))
 
     def restore(self, name: str, tag: str) -> bool:
         """Put history ``name`` back to its checkpoint ``tag`` (its state and sample rows); returns whether it changed."""
         with self._write():
-            row = self.db.execute("SELECT state, n_seen, version, last_sample FROM checkpoints WHERE name = ? AND tag = ?",
+            row = self.db.execute("SELECT state, n_seen, version, last_sample, checksum FROM checkpoints WHERE name = ? AND tag = ?",
                                   (name, tag)).fetchone()
             if row is None:
                 raise NoveltynetsError(f"memory {name!r} has no checkpoint {tag!r}")
-            state, n_seen, version, last = row
+            state, n_seen, version, last, digest = row
+            config = self.db.execute("SELECT config FROM memories WHERE name = ?", (name,)).fetchone()[0]
+            self._verify(name, state, config, digest, where=f" (checkpoint {tag!r})")
             if self.info(name).version == version:
                 return False
             self.db.execute("DELETE FROM samples WHERE memory = ? AND id > ?", (name, last))
-            self.db.execute("UPDATE memories SET state=?, n_seen=?, version=?, updated=? WHERE name=?",
-                            (state, n_seen, self.info(name).version + 1, time.time(), name))
+            self._set_state(name, state, n_seen, self.info(name).version + 1, time.time())
             self.db.execute("UPDATE checkpoints SET version=? WHERE name = ? AND tag = ?", (self.info(name).version, name, tag))
         return True
 
