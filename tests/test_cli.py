@@ -1,8 +1,11 @@
 """The main job end to end on the shipped model, and every kind of bad input."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -149,6 +152,33 @@ def test_failure_mid_run_leaves_no_partial_output(tmp_path, monkeypatch):
     assert r.exit_code != 0
     assert (out / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_partial_output(tmp_path):
+    out = tmp_path / "o"
+    p = subprocess.Popen([sys.executable, "-m", "noveltynets.cli", "sample", "--n", "64", "--steps", "200", "--no-progress",
+                          "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".o.*.partial")) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".o.*.partial")), "the run never started writing"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143 and "terminated" in p.stderr.read()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_folders_of_dead_runs_are_cleaned_at_the_next_run(tmp_path):
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [tmp_path / f".o.{dead}.abc123_x.partial", tmp_path / f".o.old-{dead}"]
+        kept = [tmp_path / f".o.{alive.pid}.zzz.partial", tmp_path / f".other.{dead}.abc.partial", tmp_path / ".o.2.x.y.partial"]
+        for d in stale + kept:
+            d.mkdir()
+        assert invoke("sample", "--n", 1, "--out", tmp_path / "o", *FAST).exit_code == 0
+        assert not any(d.exists() for d in stale) and all(d.exists() for d in kept)
+    finally:
+        alive.kill()
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import math
 import os
 import platform
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,18 +32,52 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that it unwinds like Ctrl-C: partial outputs are removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def friendly(fn):
-    """Turn NoveltynetsError (bad input, unusable files) into one line on stderr and exit code 2."""
+    """Turn NoveltynetsError (bad input, unusable files) into one line on stderr and exit code 2; SIGINT and SIGTERM
+    unwind the command (its temporary output is removed) and exit 130 and 143."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
         try:
             return fn(*args, **kwargs)
         except NoveltynetsError as e:
             _fail(str(e))
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:
+            typer.echo("terminated" if isinstance(e, Terminated) else "interrupted", err=True)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _clean_stale(parent: Path, name: str) -> None:
+    """Remove the temporary folders of earlier runs on output ``name`` whose process is gone (killed with SIGKILL, or a
+    machine that went down): ``.NAME.PID.*.partial`` and ``.NAME.old-PID``."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:(\d+)\.[A-Za-z0-9_]+\.partial|old-(\d+))")
+    for p in parent.glob(f".{glob.escape(name)}.*"):
+        m = pattern.fullmatch(p.name)
+        pid = int(m.group(1) or m.group(2)) if m else None
+        if pid is not None and p.is_dir() and pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _device(name: str) -> str:
@@ -72,7 +110,8 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+        _clean_stale(parent, out.name)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=parent))
     except OSError as e:
         raise NoveltynetsError(f"cannot write to {parent}: {e.strerror or e}") from None
 
