@@ -174,8 +174,14 @@ def test_bench_merge_joins_classes_and_refuses_mismatched_runs(tmp_path):
     res_d["config"]["n"] = 16
     (tmp_path / "d" / "results.json").write_text(json.dumps(res_d))
     (tmp_path / "empty.log").write_text("nothing\n")
+    (tmp_path / "bad.log").write_text('row {"class": 7}\n')  # JSON, but not a row
+    for name, body in (("e", "{}"), ("f", "[1, 2]"), ("g", json.dumps({**res_d, "rows": [{"setting": "plain"}]}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(body)
     for args, msg in [((tmp_path / "a", tmp_path / "d"), "differs"), ((tmp_path / "a", tmp_path / "nope"), "no readable results.json"),
-                      ((tmp_path / "a",), "at least two"), ((tmp_path / "a", "--rows", tmp_path / "empty.log"), "no rows")]:
+                      ((tmp_path / "a",), "at least two"), ((tmp_path / "a", "--rows", tmp_path / "empty.log"), "no rows"),
+                      ((tmp_path / "a", tmp_path / "e"), "not a bench result"), ((tmp_path / "a", tmp_path / "f"), "not a bench result"),
+                      ((tmp_path / "a", tmp_path / "g"), "a row without"), ((tmp_path / "a", "--rows", tmp_path / "bad.log"), "a row without")]:
         r = invoke("bench-merge", *args, "--out", tmp_path / "x")
         assert r.exit_code == 2 and msg in r.output, r.output
         assert not (tmp_path / "x").exists()

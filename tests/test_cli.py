@@ -134,7 +134,22 @@ def test_corrupt_model_and_unwritable_output(tmp_path):
     r = invoke("sample", "--n", 1, "--out", blocker, *FAST)
     assert r.exit_code == 2 and "not a folder" in r.stderr
     r = invoke("sample", "--n", 1, "--out", blocker / "sub", *FAST)
-    assert r.exit_code == 2 and "cannot write" in r.stderr
+    assert r.exit_code == 2 and "cannot create the output folder" in r.stderr
+
+
+def test_an_output_that_would_replace_the_working_folder_or_a_bad_model_config_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    for out in (".", "..", str(tmp_path)):
+        r = invoke("sample", "--n", 1, "--out", out, "--overwrite", *FAST)
+        assert r.exit_code == 2 and "current folder" in r.stderr, out
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    import shutil
+    bad = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL_DIR, bad)
+    (bad / "unet" / "config.json").write_text("{not json")
+    r = invoke("sample", "--n", 1, "--model", bad, "--out", tmp_path / "o", *FAST)
+    assert r.exit_code == 2 and "unet/config.json is not a readable JSON config" in r.stderr
 
 
 def test_failure_mid_run_leaves_no_partial_output(tmp_path, monkeypatch):

@@ -103,6 +103,10 @@ def _in_range(option: str, value: float, lo: float, hi: float, lo_open: bool = F
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:
     """Check that ``out`` can be written; return a fresh temporary folder beside it."""
+    here, target = Path.cwd().resolve(), out.expanduser().resolve()
+    if target == here or target in here.parents or target == Path.home().resolve():
+        raise NoveltynetsError(f"--out {out} is the current folder, one above it or the home folder, which a run would replace "
+                               "as a whole: name a new or empty folder")
     if out.exists() and not out.is_dir():
         raise NoveltynetsError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -113,7 +117,7 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         _clean_stale(parent, out.name)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=parent))
     except OSError as e:
-        raise NoveltynetsError(f"cannot write to {parent}: {e.strerror or e}") from None
+        raise NoveltynetsError(f"cannot create the output folder {out} in {parent}: {e.strerror or e}") from None
 
 
 def _refuse_inside(out: Path, path: Path, what: str) -> None:

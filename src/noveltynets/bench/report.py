@@ -64,7 +64,33 @@ def read_row_lines(path: Path) -> list[dict]:
                 raise NoveltynetsError(f"bench-merge: {path} has a line that is not JSON: {line[:60]}") from None
     if not rows:
         raise NoveltynetsError(f"bench-merge: {path} holds no rows")
+    for row in rows:
+        _check_row(path, row)
     return rows
+
+
+ROW_KEYS = ("class", "setting", "method", "n")
+
+
+def _check_row(source, row) -> None:
+    from ..errors import NoveltynetsError
+    if not isinstance(row, dict) or any(k not in row for k in ROW_KEYS):
+        raise NoveltynetsError(f"bench-merge: {source} has a row without {', '.join(ROW_KEYS)}: {str(row)[:60]}")
+
+
+def _check_results(d, r) -> dict:
+    """A results.json as bench writes it: a config (n, steps, batch size, classes) and rows, each with ROW_KEYS."""
+    from ..errors import NoveltynetsError
+    config = r.get("config") if isinstance(r, dict) else None
+    if not isinstance(config, dict) or not isinstance(r.get("rows"), list) or any(
+            k not in config for k in ("n", "steps", "batch_size", "classes")):
+        raise NoveltynetsError(f"bench-merge: {d}/results.json is not a bench result (needs a config with n, steps, batch_size "
+                               "and classes, and rows)")
+    for row in r["rows"]:
+        _check_row(f"{d}/results.json", row)
+    if "curves" in r and not isinstance(r["curves"], dict):
+        raise NoveltynetsError(f"bench-merge: {d}/results.json has malformed curves")
+    return r
 
 
 def merge_outputs(dirs: list[Path], out: Path, row_files: list[Path] = ()) -> dict:
@@ -79,7 +105,7 @@ def merge_outputs(dirs: list[Path], out: Path, row_files: list[Path] = ()) -> di
     runs = []
     for d in dirs:
         try:
-            runs.append(json.loads((Path(d) / "results.json").read_text()))
+            runs.append(_check_results(d, json.loads((Path(d) / "results.json").read_text())))
         except (OSError, ValueError) as err:
             raise NoveltynetsError(f"bench-merge: {d} holds no readable results.json ({err})") from None
     if any("curves" in r for r in runs):

@@ -112,6 +112,13 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
     if not (path / "unet" / "config.json").is_file():
         raise NoveltynetsError(f"no model at {path}: expected {path / 'unet' / 'config.json'}")
+    for config in (path / "unet" / "config.json", path / "scheduler" / "scheduler_config.json"):
+        try:  # checked here, so that diffusers never goes looking elsewhere (e.g. the hub) for a config it cannot read
+            if not isinstance(json.loads(config.read_text()), dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise NoveltynetsError(f"cannot load model from {path}: {config.relative_to(path)} is not a readable JSON config "
+                                   f"({type(e).__name__})") from None
     try:
         unet = UNet2DModel.from_pretrained(path / "unet", torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False)
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
