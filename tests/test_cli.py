@@ -105,6 +105,7 @@ def _corrupt_model(tmp_path):
     (["--device", "tpu"], "unknown device"),
     (["--model", "/nonexistent/model"], "no model at"),
     (["--grad-mode", "fast"], "--grad-mode"),
+    (["--guide", "novelty", "--guide", "novelty:scale=2"], "more than once"),  # the second had no memory: a traceback (fuzz)
     # out-of-range and non-finite numbers (each gave all-black images or noise with exit 0, or a traceback, or a hang)
     (["--eta", 1.5], "--eta must be a number in [0, 1]"),
     (["--eta", "inf"], "--eta must be a number in [0, 1]"),

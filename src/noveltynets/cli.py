@@ -276,6 +276,8 @@ def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_
     if name is not None and len(owners) > 1:
         raise NoveltynetsError(f"--memory names one history, but {' and '.join(o.name for o in owners)} each keep one")
     novelty = [o for o in owners if isinstance(o, NoveltyGuidance)]
+    if len(novelty) > 1:
+        raise NoveltynetsError("--guide novelty is given more than once: one novelty term per run (put all its settings in one spec)")
     if name is None and not novelty:
         return None  # a peer's history lives for this command only, inside its term or filter
     owner = owners[0] if name is not None else novelty[0]

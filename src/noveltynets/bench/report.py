@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -70,12 +71,15 @@ def read_row_lines(path: Path) -> list[dict]:
 
 
 ROW_KEYS = ("class", "setting", "method", "n")
+ROW_NUMBERS = ("near_dup", "precision", "vendi")  # what the report plots (a keep row has vendi_all instead of vendi)
 
 
-def _check_row(source, row) -> None:
+def _check_row(source, row, numbers=ROW_NUMBERS) -> None:
     from ..errors import NoveltynetsError
-    if not isinstance(row, dict) or any(k not in row for k in ROW_KEYS):
-        raise NoveltynetsError(f"bench-merge: {source} has a row without {', '.join(ROW_KEYS)}: {str(row)[:60]}")
+    if not isinstance(row, dict) or any(k not in row for k in ROW_KEYS) or not all(
+            isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) and math.isfinite(row[k]) for k in numbers):
+        raise NoveltynetsError(f"bench-merge: {source} has a row without {', '.join(ROW_KEYS + numbers)} "
+                               f"(finite numbers for the last): {str(row)[:60]}")
 
 
 def _check_results(d, r) -> dict:
@@ -87,7 +91,7 @@ def _check_results(d, r) -> dict:
         raise NoveltynetsError(f"bench-merge: {d}/results.json is not a bench result (needs a config with n, steps, batch_size "
                                "and classes, and rows)")
     for row in r["rows"]:
-        _check_row(f"{d}/results.json", row)
+        _check_row(f"{d}/results.json", row, ROW_NUMBERS[:2] if "curves" in r else ROW_NUMBERS)
     if "curves" in r and not isinstance(r["curves"], dict):
         raise NoveltynetsError(f"bench-merge: {d}/results.json has malformed curves")
     return r
