@@ -2,6 +2,7 @@
 
     python docs/benchmarks/keep/tables.py docs/benchmarks/keep/cpu_6x128/results.json > docs/benchmarks/keep/cpu_6x128/tables.md
     python docs/benchmarks/keep/tables.py --headline docs/benchmarks/keep/cpu_6x128/results.json   # the README's table
+    python docs/benchmarks/keep/tables.py A/results.json B/results.json   # several: the first row of a class/setting/run wins
 
 Targets (issue 18): from run 3 on, the continued memory's near-dup rate ≤ 0.7× the fresh and the unrelated
 controls' at precision within 0.02 of them and adherence ≥ 0.95; in every run ≤ 2× the real-data floor; ≤ 1.1×
@@ -21,6 +22,19 @@ def load(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return json.loads(path.read_text())["rows"]
+
+
+def load_all(paths: list[Path]) -> list[dict]:
+    """Rows of several keep benchmarks on the same protocol (e.g. more methods run later on one class): the first row of
+    each (class, setting, run) wins, so plain and the real floor, measured again, keep their first values."""
+    rows, seen = [], set()
+    for path in paths:
+        for r in load(path):
+            key = (str(r["class"]), r["setting"], r["run"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    return rows
 
 
 def spell_label(settings) -> str | None:
@@ -52,11 +66,12 @@ def headline(rows: list[dict]) -> None:
             print(f"| {c} | {name} | {cells} | {min(prec):.3f} – {max(prec):.3f} |")
 
 
-def main(path: Path) -> None:
-    by, classes, settings, runs = index(load(path))
+def main(paths: list[Path]) -> None:
+    by, classes, settings, runs = index(load_all(paths))
     fmt = lambda r: "—" if r is None else (f"{r['near_dup']:.3f} / {r['precision']:.2f}" if "precision" in r else "—")
-    checks = []
+    checks, all_settings = [], settings
     for c in classes:
+        settings = [s for s in all_settings if by.get((c, s))]  # the settings measured on this class
         print(f"\n### class {c}: near-dup rate vs all history / precision, per run\n")
         print("| setting | " + " | ".join(f"run {r}" for r in runs) + " |")
         print("|---|" + "---|" * len(runs))
@@ -104,7 +119,7 @@ def main(path: Path) -> None:
         print(f"| {c} | {r} | {name} | {'yes' if ok else '**no**'} | {text} |")
     met = sum(ok for *_, ok, _ in checks)
     print(f"\n{met} of {len(checks)} checks met.")
-    pooled(by, classes, settings)
+    pooled(by, classes, all_settings)
 
 
 def rate_ratio(a: int, n_a: int, b: int, n_b: int) -> tuple[float, float, float]:
@@ -138,6 +153,6 @@ def pooled(by, classes, settings, first: int = 3) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "--headline":
-        headline(load(Path(sys.argv[2])))
+        headline(load_all([Path(p) for p in sys.argv[2:]]))
     else:
-        main(Path(sys.argv[1]))
+        main([Path(p) for p in sys.argv[1:]])
