@@ -60,6 +60,8 @@ def headline(rows: list[dict]) -> None:
     for c in classes:
         for s in settings:
             rr = by.get((c, s), {})
+            if not rr:
+                continue  # not measured on this class
             cells = " | ".join(f"{rr[r]['near_dup']:.3f}" if r in rr else "—" for r in runs)
             prec = [x["precision"] for x in rr.values()]
             name = f"**`{s}`**" if s == NOVELTY else (s if s == "real images" else f"`{s}`")
