@@ -282,3 +282,20 @@ def test_a_store_made_before_checksums_still_loads_and_is_sealed_at_its_next_wri
     mem, v = again.load("a")
     again.observe("a", mem, v, torch.randn(2, 8))
     assert again.db.execute("SELECT checksum FROM memories").fetchone()[0] is not None
+
+
+def test_damaged_sample_rows_and_pools_are_clear_errors(store):
+    store.create("a", make_memory())
+    mem, v = store.load("a")
+    store.observe("a", mem, v, torch.randn(3, 8))
+    store.put_pool("k", torch.randn(4, 8))
+    row = store.db.execute("SELECT id, embedding FROM samples LIMIT 1").fetchone()
+    for bad in (row[1][: len(row[1]) // 2], b"", _flip(row[1], 5)):
+        store.db.execute("UPDATE samples SET embedding = ? WHERE id = ?", (bad, row[0]))
+        with pytest.raises(NoveltynetsError, match="sample row of memory 'a' in the store is corrupt"):
+            store.sample_embeddings("a")
+    assert store.load("a")[0].n_seen == 3  # the memory itself is untouched
+    blob = store.db.execute("SELECT embeddings FROM pools").fetchone()[0]
+    store.db.execute("UPDATE pools SET embeddings = ?", (blob[:40],))
+    with pytest.raises(NoveltynetsError, match="reference pool 'k' in the store is corrupt"):
+        store.pool("k")

@@ -98,8 +98,15 @@ def _array_bytes(t: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _bytes_array(b: bytes) -> torch.Tensor:
-    return torch.from_numpy(np.load(io.BytesIO(b), allow_pickle=False))
+def _bytes_array(b: bytes, what: str = "an array") -> torch.Tensor:
+    """An array stored as .npy bytes (a sample's embedding, a reference pool); a damaged one is a clear error."""
+    try:
+        a = np.load(io.BytesIO(b), allow_pickle=False)
+        if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+            raise ValueError("not finite floats")
+    except (OSError, ValueError, TypeError, EOFError) as e:
+        raise NoveltynetsError(f"{what} in the store is corrupt ({type(e).__name__})") from None
+    return torch.from_numpy(a)
 
 
 class MemoryStore:
@@ -260,7 +267,7 @@ class MemoryStore:
 
     def sample_embeddings(self, name: str) -> torch.Tensor:
         rows = self.db.execute("SELECT embedding FROM samples WHERE memory = ? ORDER BY id", (name,)).fetchall()
-        return torch.stack([_bytes_array(r[0]) for r in rows]) if rows else torch.zeros(0)
+        return torch.stack([_bytes_array(r[0], f"a sample row of memory {name!r}") for r in rows]) if rows else torch.zeros(0)
 
     def count_samples(self, name: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM samples WHERE memory = ?", (name,)).fetchone()[0]
@@ -349,7 +356,7 @@ class MemoryStore:
     # -- reference pools ------------------------------------------------------------------
     def pool(self, key: str) -> torch.Tensor | None:
         row = self.db.execute("SELECT embeddings FROM pools WHERE key = ?", (key,)).fetchone()
-        return _bytes_array(row[0]) if row else None
+        return _bytes_array(row[0], f"reference pool {key!r}") if row else None
 
     def put_pool(self, key: str, embeddings: torch.Tensor) -> None:
         with self._write():
