@@ -513,10 +513,8 @@ StoreOpt = typer.Option(None, "--store", help="Memory store file (default ~/.cac
 def _store(path, read_only: bool = False, must_exist: bool = False):
     """The store at ``path`` (default: the user's). Commands that only read open it read-only, and they and the commands
     that change an existing memory refuse a missing store rather than create an empty one."""
-    from .memory.store import MemoryStore, default_store_path
-    if must_exist and not read_only and not Path(path or default_store_path()).is_file():
-        raise NoveltynetsError(f"no memory store at {path or default_store_path()}")
-    return MemoryStore(path, read_only=read_only)
+    from .memory.store import MemoryStore
+    return MemoryStore(path, read_only=read_only, create=not must_exist)
 
 
 @memory_app.command("list")

@@ -112,15 +112,16 @@ def _bytes_array(b: bytes, what: str = "an array") -> torch.Tensor:
 class MemoryStore:
     """A SQLite file of named novelty memories. Safe for several processes at once."""
 
-    def __init__(self, path: str | Path | None = None, read_only: bool = False, what: str = "memory store"):
+    def __init__(self, path: str | Path | None = None, read_only: bool = False, what: str = "memory store", create: bool = True):
         """Open (or create) the store at ``path``. ``read_only``: the file must exist and is never written (no folders,
-        no schema, no journal change): for commands that only read, and for export files being imported."""
+        no schema, no journal change): for commands that only read, and for export files being imported.
+        ``create=False``: the file must exist (commands that change an existing memory)."""
         self.path = Path(path) if path is not None else default_store_path()
         try:
+            if (read_only or not create) and (not self.path.is_file() or self.path.stat().st_size == 0):
+                raise NoveltynetsError(f"no {what} at {self.path}" if not self.path.exists() else
+                                       f"{what} {self.path} is {'empty' if self.path.is_file() else 'not a file'}")
             if read_only:
-                if not self.path.is_file() or self.path.stat().st_size == 0:
-                    raise NoveltynetsError(f"no {what} at {self.path}" if not self.path.exists() else
-                                           f"{what} {self.path} is {'empty' if self.path.is_file() else 'not a file'}")
                 self.db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro", uri=True,
                                           timeout=60, isolation_level=None)
                 tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
