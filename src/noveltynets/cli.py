@@ -264,7 +264,7 @@ def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_
     """Attach a history to the term or filter that keeps one: the named one with ``--memory`` (loaded or
     created in the store), else a novelty memory for this command only. Returns a manifest-info callable (or None)."""
     from .guidance import NoveltyGuidance
-    from .memory import embedder_from_spec
+    from .embed import embedder_from_spec
     from .memory.setup import StoreObserver, history_owners, open_history
     from .memory.store import MemoryStore, default_store_path
 
@@ -309,7 +309,7 @@ def _setup_memory(terms, filt, name, store_path, embedder_spec, negatives, pool_
 
 def _embedder_spec(store, name: str | None, spec: str | None) -> str:
     """``--embedder`` if given, else the embedder an existing memory was made with, else the default."""
-    from .memory.embedders import DEFAULT_EMBEDDER, spec_of
+    from .embed.embedders import DEFAULT_EMBEDDER, spec_of
 
     if spec is not None:
         return spec
@@ -596,7 +596,7 @@ def memory_pretrain(
     import torch
 
     from .data import load_split
-    from .memory import embedder_from_spec
+    from .embed import embedder_from_spec
     from .memory.setup import open_memory, pretrain
     from .models import load_model
     from .progress import progress_bar

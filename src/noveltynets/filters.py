@@ -11,11 +11,11 @@ benchmark), so its cost is honest: ``generated`` counts every candidate made.
 - ``knn-filter:radius=0.5`` — a candidate closer than ``radius`` to any kept sample (earlier
   batches and earlier slots of its own batch; exact, faiss) is rejected and its slot tries again.
 - ``lsh-filter:bits=20,bands=6`` — the same, with "close" decided by an LSH + Bloom filter
-  (:class:`~noveltynets.memory.lsh.LSHBloom`, centred on the mean of the first batch of
+  (:class:`~noveltynets.embed.lsh.LSHBloom`, centred on the mean of the first batch of
   candidates): constant memory and time per lookup.
 
-The kept set is the filter's history (``memory``: an :class:`~noveltynets.memory.history.ExactHistory`,
-or an :class:`~noveltynets.memory.history.LSHHistory` for ``lsh-filter``). It learns each batch's kept
+The kept set is the filter's history (``memory``: an :class:`~noveltynets.embed.history.ExactHistory`,
+or an :class:`~noveltynets.embed.history.LSHHistory` for ``lsh-filter``). It learns each batch's kept
 samples after the batch (through ``observer`` when the store keeps it under a name, so it spans
 runs: ``noveltynets sample --filter knn-filter --memory NAME``); without one, a run starts empty.
 
@@ -38,8 +38,8 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .errors import NoveltynetsError
-from .memory.embedders import embedder_from_spec
-from .memory.history import ExactHistory, HistoryConfig, LSHConfig, LSHHistory
+from .embed.embedders import embedder_from_spec
+from .embed.history import ExactHistory, HistoryConfig, LSHConfig, LSHHistory
 from .sampling.seeds import MAX_SEED, derived_seed
 from .spec import parse_spec
 
@@ -261,12 +261,12 @@ class LshFilter(RejectionFilter):
         return LSHHistory(LSHConfig(embedder.dim, embedder.id, model_id, self.bits, self.bands, self.seed))
 
     def prepare(self, e):
-        if self.memory.lsh.center is None:  # SimHash needs centred embeddings: centre on the first candidates (kept with the history)
-            self.memory.lsh.center = e.mean(0).cpu()
+        if self.embed.lsh.center is None:  # SimHash needs centred embeddings: centre on the first candidates (kept with the history)
+            self.embed.lsh.center = e.mean(0).cpu()
 
     def distance(self, e):
         """Minus the number of bands that collide with history or with this batch's kept samples (a constant-size measure)."""
-        lsh = self.memory.lsh
+        lsh = self.embed.lsh
         now = {k for ks in lsh.keys(torch.stack(self.kept_now)) for k in ks} if self.kept_now else set()
         return -float(sum(k in lsh.bloom or k in now for k in lsh.keys(e)[0]))
 

@@ -210,7 +210,7 @@ class Novelty(GuidanceMethod):
         from dataclasses import fields
 
         from ..memory import MemoryConfig
-        from ..memory.embedders import DEFAULT_EMBEDDER
+        from ..embed.embedders import DEFAULT_EMBEDDER
 
         self.pool = self._pop("pool", int, 128)
         self.embedder = self._pop("embedder", str, DEFAULT_EMBEDDER)
@@ -229,7 +229,7 @@ class Novelty(GuidanceMethod):
         MemoryConfig(dim=1, embedder_id="", **{k: v for k, v in self.memory_config.items() if k != "projection"})  # validate now
 
     def history_embedder(self, ctx, owner):
-        from ..memory import embedder_from_spec
+        from ..embed import embedder_from_spec
 
         return embedder_from_spec(self.embedder, ctx.model)
 

@@ -43,7 +43,7 @@ class ParticleGuidance(GuidanceTerm):
 
     def __post_init__(self):
         super().__post_init__()
-        from ..memory.embedders import embedder_from_spec
+        from ..embed.embedders import embedder_from_spec
 
         self._embed = embedder_from_spec(self.embedder)  # a pixel embedder: needs no model
 

@@ -9,7 +9,7 @@ moves it to the edge of each ball it is in, times the over-compensation λ (1.6 
 the paper's choice, so that the denoiser's pull back does not land it inside again). It is
 zero for samples in no ball: the intervention is sparse. References are a protected set
 (``protect=train``: the training images, or a file of images), the finished samples of earlier batches (``history``, dynamic: an
-:class:`~noveltynets.memory.history.ExactHistory`, kept in the store under a name with ``--memory NAME``, so it spans runs) and
+:class:`~noveltynets.embed.history.ExactHistory`, kept in the store under a name with ``--memory NAME``, so it spans runs) and
 the batch-mates' current x̂0 (``in_batch``: sample i is repelled from batch-mates j < i, so
 earlier samples keep their course, as in the order the benchmark counts near-duplicates).
 Neighbours come from a faiss flat index (exact, radius search), which grows with history.
@@ -85,10 +85,10 @@ class RepelGuidance(GuidanceTerm):
         super().__post_init__()
         if self.radius <= 0 or self.overcompensation <= 0:
             raise NoveltynetsError(f"repel: radius and overcompensation must be positive, got {self.radius} and {self.overcompensation}")
-        from ..memory.embedders import embedder_from_spec
+        from ..embed.embedders import embedder_from_spec
 
         self._embed = embedder_from_spec(self.embedder)  # needs no model: pooled pixels and the like
-        from ..memory.history import KnnHistory
+        from ..embed.history import KnnHistory
 
         self._protected = KnnHistory(self._embed.dim)
         if self.memory is None:
@@ -102,7 +102,7 @@ class RepelGuidance(GuidanceTerm):
 
     def new_history(self, embedder, model_id: str = ""):
         """An empty history of this term's kind for ``embedder`` (its own: ``history_embedder``)."""
-        from ..memory.history import ExactHistory, HistoryConfig
+        from ..embed.history import ExactHistory, HistoryConfig
 
         return ExactHistory(HistoryConfig(embedder.dim, embedder.id, model_id))
 

@@ -1,7 +1,5 @@
-"""Novelty memories: the MLP memory, its embedders and the store that persists them."""
+"""Layer 5: novelty memories (the MLP memory) and the store that persists every kind of history. Imports neither guidance nor sampling."""
 
-from .embedders import CallableEmbedder, DenoiserFeatures, Embedder, MultiScalePooled, PooledPixels, embedder_from_spec
 from .novelty import MemoryConfig, NoveltyMemory
 
-__all__ = ["CallableEmbedder", "DenoiserFeatures", "Embedder", "MultiScalePooled", "PooledPixels", "embedder_from_spec",
-           "MemoryConfig", "NoveltyMemory"]
+__all__ = ["MemoryConfig", "NoveltyMemory"]

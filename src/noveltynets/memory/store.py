@@ -1,7 +1,7 @@
 """The store: SQLite (WAL) holding named histories (novelty memories, exact and LSH histories) and one row per observed sample.
 
 A history's row holds its kind (``novelty``: a :class:`NoveltyMemory`; ``exact`` / ``lsh``: the
-peers' histories of :mod:`~noveltynets.memory.history`), config, embedder id, model id, scope, count
+peers' histories of :mod:`~noveltynets.embed.history`), config, embedder id, model id, scope, count
 of samples seen, a version number and its state (weights, optimiser, replay, reference negatives;
 or the embeddings / sketch) as one safetensors blob. ``observe`` runs inside one ``BEGIN
 IMMEDIATE`` transaction: it reloads the history if another process committed a newer version,
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import NoveltynetsError
-from .history import ExactHistory, LSHHistory
+from ..embed.history import ExactHistory, LSHHistory
 from .novelty import MemoryConfig, NoveltyMemory
 
 KINDS = {"novelty": NoveltyMemory, "exact": ExactHistory, "lsh": LSHHistory}  # what a named history can be

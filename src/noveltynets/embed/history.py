@@ -137,7 +137,7 @@ class ExactHistory:
 
 
 class LSHHistory:
-    """SimHash bands of every observed embedding in a Bloom filter (:class:`~noveltynets.memory.lsh.LSHBloom`): fixed size."""
+    """SimHash bands of every observed embedding in a Bloom filter (:class:`~noveltynets.embed.lsh.LSHBloom`): fixed size."""
 
     kind: ClassVar[str] = "lsh"
 
