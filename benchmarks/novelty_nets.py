@@ -27,8 +27,8 @@ import torch
 from noveltynets import metrics
 from noveltynets.bench.runner import Judge  # every metric of the benchmark, in the evaluation embedder's space
 from noveltynets.guidance import NoveltyGuidance
-from noveltynets.memory import embedder_from_spec
-from noveltynets.memory.embedders import DEFAULT_EMBEDDER
+from noveltynets.embed import embedder_from_spec
+from noveltynets.embed.embedders import DEFAULT_EMBEDDER
 from noveltynets.memory.setup import pool_run
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
@@ -259,7 +259,7 @@ def alignment(args) -> dict:
     ``--n`` samples: ROC-AUC of −distance in the embedding (one scale for all dims, as the memory
     sees it, so the ranking is that of raw distances) for "the pair is a near-dup by the evaluation
     embedder"."""
-    from noveltynets.memory import DenoiserFeatures, MultiScalePooled, PooledPixels
+    from noveltynets.embed import DenoiserFeatures, MultiScalePooled, PooledPixels
 
     model, klass = load_model(device=args.device), args.classes[0]
     images = sample(model, range(args.n), klass, **_kw(args)).images.to(args.device)

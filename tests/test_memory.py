@@ -6,7 +6,8 @@ import torch
 from noveltynets.errors import NoveltynetsError
 from noveltynets.guidance import NoveltyGuidance, parse_guide
 from noveltynets.guidance.particle import ParticleGuidance
-from noveltynets.memory import CallableEmbedder, DenoiserFeatures, MemoryConfig, MultiScalePooled, NoveltyMemory, PooledPixels, embedder_from_spec
+from noveltynets.embed import CallableEmbedder, DenoiserFeatures, MultiScalePooled, PooledPixels, embedder_from_spec
+from noveltynets.memory import MemoryConfig, NoveltyMemory
 from noveltynets.models import build_scheduler
 from noveltynets.sampling import GuidedModel, generate
 

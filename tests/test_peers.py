@@ -14,7 +14,7 @@ from noveltynets.filters import KnnFilter, LshFilter, Oversample, candidate_seed
 from noveltynets.guidance import CADSGuidance, ParticleGuidance, parse_guide
 from noveltynets.guidance.cads import cads_gamma, cads_noise
 from noveltynets.guidance.particle import rbf_repulsion
-from noveltynets.memory.lsh import LSHBloom, stable_hash
+from noveltynets.embed.lsh import LSHBloom, stable_hash
 from noveltynets.models import build_scheduler
 from noveltynets.sampling import CFGDenoiser, GuidedModel, generate
 

@@ -118,7 +118,7 @@ def test_killed_writer_leaves_the_last_committed_state(tmp_path):
 
 
 def test_exact_and_lsh_histories_round_trip_beside_memories(store):
-    from noveltynets.memory.history import ExactHistory, HistoryConfig, LSHConfig, LSHHistory
+    from noveltynets.embed.history import ExactHistory, HistoryConfig, LSHConfig, LSHHistory
 
     e = torch.randn(10, 8, generator=torch.Generator().manual_seed(3))
     store.create("exact", ExactHistory(HistoryConfig(8, "emb-a", "model@1")))

@@ -5,7 +5,7 @@ import json, sys
 import torch
 from sklearn.metrics import roc_auc_score
 from noveltynets.bench.runner import Judge
-from noveltynets.memory.embedders import PooledPixels, Embedder
+from noveltynets.embed.embedders import PooledPixels, Embedder
 from noveltynets.memory.store import new_memory
 
 class PCA(Embedder):

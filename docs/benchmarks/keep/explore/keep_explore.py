@@ -23,7 +23,7 @@ from noveltynets.bench.runner import Judge
 from noveltynets.data import load_mnist5k
 from noveltynets.guidance import NoveltyGuidance, RepelGuidance
 from noveltynets.memory import embedder_from_spec
-from noveltynets.memory.embedders import DEFAULT_EMBEDDER
+from noveltynets.embed.embedders import DEFAULT_EMBEDDER
 from noveltynets.memory.setup import POOL_SEED_BASE, pool_run
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model

@@ -16,7 +16,7 @@ import torch
 from noveltynets.bench.runner import Judge
 from noveltynets.guidance.base import GuidanceTerm, embedding_step
 from noveltynets.guidance.particle import rbf_repulsion
-from noveltynets.memory.embedders import PooledPixels
+from noveltynets.embed.embedders import PooledPixels
 from noveltynets.models import load_model
 from noveltynets.sampling import sample
 

@@ -3,7 +3,7 @@
 import sys, json
 import torch, numpy as np
 from noveltynets.bench.runner import Judge
-from noveltynets.memory.embedders import PooledPixels
+from noveltynets.embed.embedders import PooledPixels
 from noveltynets.memory.setup import POOL_SEED_BASE
 from noveltynets.models import load_model
 from noveltynets.sampling import sample

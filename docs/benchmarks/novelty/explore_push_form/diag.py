@@ -5,7 +5,7 @@ from noveltynets.models import load_model
 from noveltynets.bench.runner import Judge
 from noveltynets.sampling import sample
 from noveltynets.guidance import parse_guide
-from noveltynets.memory.embedders import CallableEmbedder
+from noveltynets.embed.embedders import CallableEmbedder
 
 def gauss_pool(size, sigma):
     r = torch.arange(32).float() + 0.5

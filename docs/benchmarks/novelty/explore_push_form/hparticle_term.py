@@ -5,7 +5,7 @@ from noveltynets.models import load_model
 from noveltynets.bench.runner import Judge
 from noveltynets.sampling import sample
 from noveltynets.guidance.base import GuidanceTerm, embedding_step
-from noveltynets.memory.embedders import embedder_from_spec
+from noveltynets.embed.embedders import embedder_from_spec
 
 @dataclass
 class HParticle(GuidanceTerm):

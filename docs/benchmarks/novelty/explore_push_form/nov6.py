@@ -6,7 +6,7 @@ from noveltynets.bench.runner import Judge
 from noveltynets.sampling import sample
 from noveltynets.guidance import NoveltyGuidance
 from noveltynets.memory import embedder_from_spec
-from noveltynets.memory.embedders import DEFAULT_EMBEDDER
+from noveltynets.embed.embedders import DEFAULT_EMBEDDER
 from noveltynets.memory.setup import POOL_SEED_BASE, pool_run
 from noveltynets.memory.store import new_memory
 

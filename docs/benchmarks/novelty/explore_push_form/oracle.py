@@ -6,8 +6,8 @@ from noveltynets.bench.runner import Judge
 from noveltynets.sampling import sample
 from noveltynets.guidance.particle import ParticleGuidance
 from noveltynets.guidance.repel import RepelGuidance
-from noveltynets.memory.embedders import CallableEmbedder
-from noveltynets.memory.history import KnnHistory
+from noveltynets.embed.embedders import CallableEmbedder
+from noveltynets.embed.history import KnnHistory
 
 klass = int(sys.argv[1]); specs = sys.argv[2:]
 model = load_model(); ev = load_eval_embedder()
