@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from noveltynets.errors import NoveltynetsError
-from noveltynets.guidance import NoveltyGuidance, parse_guide
+from noveltynets.guidance import NoveltyGuidance
+from noveltynets.session import parse_guide
 from noveltynets.guidance.particle import ParticleGuidance
 from noveltynets.embed import CallableEmbedder, DenoiserFeatures, MultiScalePooled, PooledPixels, embedder_from_spec
 from noveltynets.memory import MemoryConfig, NoveltyMemory
 from noveltynets.models import build_scheduler
-from noveltynets.sampling import GuidedModel, generate
+from noveltynets.sampling import GuidedModel, SamplingConfig, generate
 
 
 def auc(pos, neg):
@@ -238,13 +239,13 @@ def test_novelty_guided_sampling_observes_every_batch(tiny_cfg, scheduler_factor
     term = NoveltyGuidance(scale=0.5, memory=mem, embedder=emb)
     alphas = build_scheduler().alphas_cumprod
     plain = generate(tiny_cfg, scheduler_factory("ddim", 4), [0, 1, 2, 3, 4], [1] * 5, (1, 8, 8), 2).images
-    guided = generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 4), [0, 1, 2, 3, 4], [1] * 5, (1, 8, 8), 2, terms=[term]).images
+    guided = generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 4), [0, 1, 2, 3, 4], [1] * 5, (1, 8, 8), 2).images
     assert mem.n_seen == 5 and len(mem.replay) == 5
     assert not torch.allclose(plain, guided) and torch.isfinite(guided).all()
 
 
 def test_pretrain_teaches_a_fixed_set_and_reports_progress(data):
-    from noveltynets.memory.setup import pretrain
+    from noveltynets.memory.pretrain import pretrain
 
     history, fresh, ref = data
     history = history[:64]
@@ -335,7 +336,7 @@ def test_trajectory_term_observes_x0_hat_at_its_active_steps(tiny_cfg, scheduler
     seen = []
     term.observer = lambda e, info: seen.append((e, info["trajectory"]))
     alphas = build_scheduler().alphas_cumprod
-    generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 6), [0, 1, 2], [1] * 3, (1, 8, 8), 2, terms=[term])
+    generate(GuidedModel(tiny_cfg, [term], alphas), scheduler_factory("ddim", 6), [0, 1, 2], [1] * 3, (1, 8, 8), 2)
     assert [len(e) for e, _ in seen] == [2, 1]
     if term_flag and memory_flag:  # 3 active steps per batch, one x̂0 embedding per sample and step, each clipped like the sampler's
         assert [len(t) for _, t in seen] == [6, 3] and all(t.abs().max() <= 1 for _, t in seen)
@@ -361,28 +362,29 @@ def test_trajectory_points_spread_the_observed_steps_over_the_guided_window(tiny
     seen = []
     term.observer = lambda e, info: seen.append(info["trajectory"])
     generate(GuidedModel(tiny_cfg, [term], build_scheduler().alphas_cumprod), scheduler_factory("ddim", 10), [0, 1], [1] * 2,
-             (1, 8, 8), 2, terms=[term])
+             (1, 8, 8), 2)
     assert term.observed_steps(10) == [0, 4, 9] and len(seen[0]) == 3 * 2  # 3 steps × 2 samples, not 10 × 2
 
 
 def test_trajectory_reference_pool_holds_the_pool_x0_hat_at_those_steps(tiny_unet, tmp_path):
-    from noveltynets.memory.setup import reference_pool
+    from noveltynets.session import reference_pool
     from noveltynets.memory.store import MemoryStore
     from noveltynets.models.unet import DiffusionModel
 
     model = DiffusionModel(tiny_unet, dict(build_scheduler().config), "tiny@0", tmp_path)
     store = MemoryStore(tmp_path / "s.db")
     emb = PooledPixels(4)
-    finals = reference_pool(store, model, emb, 1, 2.0, 4, "ddim", 3)
-    both = reference_pool(store, model, emb, 1, 2.0, 4, "ddim", 3, trajectory_steps=[0, 1])
+    config = SamplingConfig(klass=1, cfg=2.0, steps=4)
+    finals = reference_pool(store, model, emb, config, 3)
+    both = reference_pool(store, model, emb, config, 3, trajectory_steps=[0, 1])
     assert finals.shape == (3, 16) and both.shape == (9, 16)
     assert torch.allclose(both[:3], finals, atol=1e-6)  # the same unguided samples first, then their x̂0 at steps 0 and 1
     assert not torch.allclose(both[3:6], both[6:9])
     # step-major whatever the batching: (1 + K, N, dim)
-    from noveltynets.memory.setup import pool_run
-    batched = pool_run(model, emb, range(10**12, 10**12 + 3), 1, 2.0, 4, "ddim", [0, 1], batch_size=2)
+    from noveltynets.session import pool_run
+    batched = pool_run(model, emb, range(10**12, 10**12 + 3), config.replace(batch_size=2), [0, 1])
     assert torch.allclose(batched, both, atol=1e-5)
-    assert torch.equal(reference_pool(store, model, emb, 1, 2.0, 4, "ddim", 3, trajectory_steps=[0, 1]), both)  # cached
+    assert torch.equal(reference_pool(store, model, emb, config, 3, trajectory_steps=[0, 1]), both)  # cached
 
 
 def test_denoiser_features_keep_no_outputs_of_other_unet_calls(tiny_unet):
@@ -489,12 +491,12 @@ def test_renoising_memory_sends_a_seen_seed_elsewhere(tiny_cfg, scheduler_factor
     mem.set_reference(emb(pool.images))
     term = NoveltyGuidance(scale=0.0, renoise_rho=1.0, renoise_stop=1.0, trajectory_points=0, memory=mem, embedder=emb)
     guided = GuidedModel(tiny_cfg, [term], alphas)
-    first = generate(guided, make, [3], [1], (1, 8, 8), 1, terms=[term]).images  # memory empty: the plain sample
+    first = generate(guided, make, [3], [1], (1, 8, 8), 1).images  # memory empty: the plain sample
     assert torch.equal(first, generate(tiny_cfg, make, [3], [1], (1, 8, 8), 1).images)
     assert mem.n_seen == 1 and len(mem.replay) == 1 + 10  # the sample and its x̂0 at all 10 steps
     flagged = []
     term.renoise = (lambda f: lambda x0, info: flagged.append(f(x0, info)) or flagged[-1])(term.renoise)
-    again = generate(guided, make, [3], [1], (1, 8, 8), 1, terms=[term]).images
+    again = generate(guided, make, [3], [1], (1, 8, 8), 1).images
     assert torch.cat(flagged).sum() > 0 and not torch.allclose(again, first, atol=1e-3)
 
 

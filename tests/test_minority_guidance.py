@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from noveltynets.errors import NoveltynetsError
-from noveltynets.guidance import GuidanceTerm, parse_guide
+from noveltynets.guidance import GuidanceTerm
+from noveltynets.session import parse_guide
 from noveltynets.minority import train_classifier
 from noveltynets.minority.guidance import MinorityGuidance
 from noveltynets.models import build_scheduler
@@ -68,7 +69,7 @@ def test_guidance_moves_samples_to_the_chosen_class_and_more_with_scale(brightne
     def kinds(spec: str | None) -> torch.Tensor:
         terms = [parse_guide(spec)] if spec else []
         model = GuidedModel(mixture_eps, terms, ABAR) if terms else mixture_eps
-        run = generate(model, scheduler_factory("ddim", 10), seeds, [10] * len(seeds), (1, 8, 8), batch_size=45, terms=terms)
+        run = generate(model, scheduler_factory("ddim", 10), seeds, [10] * len(seeds), (1, 8, 8), batch_size=45)
         return (run.images.mean((1, 2, 3)).view(-1, 1) - LEVELS).abs().argmin(1).bincount(minlength=3) / len(seeds)
 
     plain = kinds(None)

@@ -11,7 +11,8 @@ from noveltynets.bench.methods import FilterMethod, GuidanceMethod, parse_method
 from noveltynets.cli import app
 from noveltynets.errors import NoveltynetsError
 from noveltynets.filters import KnnFilter, LshFilter, Oversample, candidate_seed, farthest_point, k_medoids, parse_filter
-from noveltynets.guidance import CADSGuidance, ParticleGuidance, parse_guide
+from noveltynets.guidance import CADSGuidance, ParticleGuidance
+from noveltynets.session import parse_guide
 from noveltynets.guidance.cads import cads_gamma, cads_noise
 from noveltynets.guidance.particle import rbf_repulsion
 from noveltynets.embed.lsh import LSHBloom, stable_hash
@@ -49,7 +50,7 @@ def test_particle_guidance_spreads_a_batch_of_near_copies(tiny_cfg, scheduler_fa
     model = GuidedModel(tiny_cfg, [term], build_scheduler().alphas_cumprod)
     make = scheduler_factory("ddim", 6)
     plain = generate(tiny_cfg, make, [1, 2, 3, 4], [1] * 4, SHAPE, 4).images
-    guided = generate(model, make, [1, 2, 3, 4], [1] * 4, SHAPE, 4, terms=[term]).images
+    guided = generate(model, make, [1, 2, 3, 4], [1] * 4, SHAPE, 4).images
     assert torch.pdist(term._embed(guided)).mean() > torch.pdist(term._embed(plain)).mean()
 
 
@@ -83,11 +84,11 @@ def test_cads_noises_only_the_conditional_pass_early_and_is_seed_stable(tiny_une
     assert tiny_unet.class_embedding._forward_hooks == {}  # the hook is removed after every call
     make = scheduler_factory("ddim", 10)
     plain = generate(cfg, make, [5, 6], [1, 1], SHAPE, 2).images
-    a = generate(model, make, [5, 6], [1, 1], SHAPE, 2, terms=[term]).images
-    b = generate(model, make, [6], [1], SHAPE, 1, terms=[term]).images
+    a = generate(model, make, [5, 6], [1, 1], SHAPE, 2).images
+    b = generate(model, make, [6], [1], SHAPE, 1).images
     assert not torch.allclose(a, plain) and torch.allclose(a[1], b[0], atol=1e-5)  # seed 6 alone: same image
     late = CADSGuidance(start=0.5)  # active only where t <= 0.5 < τ1: the condition is never noised
-    c = generate(GuidedModel(cfg, [late], build_scheduler().alphas_cumprod), make, [5, 6], [1, 1], SHAPE, 2, terms=[late]).images
+    c = generate(GuidedModel(cfg, [late], build_scheduler().alphas_cumprod), make, [5, 6], [1, 1], SHAPE, 2).images
     assert torch.equal(c, plain)
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from noveltynets.errors import NoveltynetsError
-from noveltynets.guidance import RepelGuidance, parse_guide
+from noveltynets.guidance import RepelGuidance
+from noveltynets.session import parse_guide
 from noveltynets.guidance.repel import ball_correction
 from noveltynets.models import build_scheduler
 from noveltynets.sampling import GuidedModel, generate
@@ -55,9 +56,9 @@ def test_a_repeated_seed_is_sent_away_from_its_first_sample(tiny_cfg, scheduler_
     term = RepelGuidance(radius=0.5, embedder="pooled-pixels:4")
     model = GuidedModel(tiny_cfg, [term], build_scheduler().alphas_cumprod)
     make = scheduler_factory("ddim", 8)
-    first = generate(model, make, [3], [1], (1, 8, 8), 1, terms=[term]).images
+    first = generate(model, make, [3], [1], (1, 8, 8), 1).images
     assert torch.equal(first, generate(tiny_cfg, make, [3], [1], (1, 8, 8), 1).images)  # no references yet: plain
-    second = generate(model, make, [3], [1], (1, 8, 8), 1, terms=[term]).images
+    second = generate(model, make, [3], [1], (1, 8, 8), 1).images
     assert term.n_references == 2 and term.interventions > 0
     assert (term._embed(second) - term._embed(first)).norm() > 0.1
 

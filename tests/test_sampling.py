@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from noveltynets.errors import NoveltynetsError
-from noveltynets.guidance import GuidanceTerm, PointGuidance, parse_guide
+from noveltynets.guidance import GuidanceTerm, PointGuidance
+from noveltynets.session import parse_guide
 from noveltynets.models import NULL_CLASS, build_scheduler
 from noveltynets.sampling import SCHEDULERS, CFGDenoiser, GuidedModel, generate, make_scheduler, parse_seeds, sample_batch
 
@@ -15,8 +16,8 @@ SHAPE = (1, 8, 8)
 ALPHAS = build_scheduler().alphas_cumprod
 
 
-def run(model, factory, seeds, batch_size, cls=3, terms=(), **kw):
-    return generate(model, factory, seeds, [cls] * len(seeds), SHAPE, batch_size, terms=terms, **kw).images
+def run(model, factory, seeds, batch_size, cls=3, **kw):
+    return generate(model, factory, seeds, [cls] * len(seeds), SHAPE, batch_size, **kw).images
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
@@ -42,8 +43,33 @@ def test_ddpm_uses_per_sample_step_noise(tiny_cfg, scheduler_factory):
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
 def test_every_scheduler_samples_in_range(tiny_cfg, scheduler_factory, name):
-    x = run(tiny_cfg, scheduler_factory(name, steps=4), [0, 1], batch_size=2)
-    assert torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+    """The sampler clamps its result, so checking the result's range proves nothing: what its last
+    scheduler step made, before that clamp, must already lie in [-1, 1] (the x̂0 clipping keeps it there)."""
+    from functools import wraps
+
+    def recording(clip):
+        raw = []
+
+        def make():
+            s = scheduler_factory(name, steps=4)()
+            step = s.step
+
+            @wraps(step)  # keeps step's signature: the sampler still passes its generators and eta
+            def recorded(*a, **kw):
+                out = step(*a, **kw)
+                raw.append(out.prev_sample.clone())
+                return out
+            s.step = recorded
+            return s
+        x = run(tiny_cfg, make, [0, 1], batch_size=2, clip=clip)
+        return x, raw[-1]
+
+    x, last = recording(clip=True)
+    assert torch.isfinite(last).all() and last.min() >= -1 - 1e-5 and last.max() <= 1 + 1e-5
+    assert torch.allclose(x, last, atol=1e-5)  # the final clamp only trims rounding
+    assert x.std() > 0.1  # not a blank image
+    _, unclipped = recording(clip=False)  # without the x̂0 clipping this (random) tiny model leaves the range
+    assert unclipped.abs().max() > 1.5
 
 
 def test_cfg_batches_both_passes_and_matches_separate_passes(tiny_unet):
@@ -77,7 +103,7 @@ def test_scale_zero_term_reproduces_unguided_run(tiny_cfg, scheduler_factory):
     make = scheduler_factory("ddim", 5)
     plain = run(tiny_cfg, make, [3, 4], 2)
     term = PointGuidance(scale=0.0, target=1.0)
-    guided = run(GuidedModel(tiny_cfg, [term], ALPHAS), make, [3, 4], 2, terms=[term])
+    guided = run(GuidedModel(tiny_cfg, [term], ALPHAS), make, [3, 4], 2)
     assert torch.equal(plain, guided)
 
 
@@ -85,7 +111,7 @@ def test_term_outside_its_window_is_inert(tiny_cfg, scheduler_factory):
     make = scheduler_factory("ddim", 5)
     plain = run(tiny_cfg, make, [3], 1)
     term = PointGuidance(scale=5.0, target=1.0, start=0.0, stop=0.0)
-    assert torch.equal(plain, run(GuidedModel(tiny_cfg, [term], ALPHAS), make, [3], 1, terms=[term]))
+    assert torch.equal(plain, run(GuidedModel(tiny_cfg, [term], ALPHAS), make, [3], 1))
     active = []
     late = PointGuidance(scale=5.0, start=0.4, stop=0.8)
     for i in range(5):
@@ -137,10 +163,10 @@ def test_pull_toward_a_point_moves_samples_toward_it(tiny_cfg, scheduler_factory
     d = []
     for scale in (0.5, 2.0):
         term = PointGuidance(scale=scale, target=1.0)
-        d.append(dist(run(GuidedModel(tiny_cfg, [term], ALPHAS, mode), make, seeds, 4, terms=[term]), 1.0))
+        d.append(dist(run(GuidedModel(tiny_cfg, [term], ALPHAS, mode), make, seeds, 4), 1.0))
     assert dist(plain, 1.0) > d[0] > d[1]
     term = PointGuidance(scale=2.0, target=-1.0)
-    assert dist(run(GuidedModel(tiny_cfg, [term], ALPHAS, mode), make, seeds, 4, terms=[term]), -1.0) < dist(plain, -1.0)
+    assert dist(run(GuidedModel(tiny_cfg, [term], ALPHAS, mode), make, seeds, 4), -1.0) < dist(plain, -1.0)
 
 
 class NaNTerm(GuidanceTerm):
@@ -177,7 +203,7 @@ class Recorder(GuidanceTerm):
 
 def test_terms_are_reset_before_and_told_after_each_batch(tiny_cfg, scheduler_factory):
     rec = Recorder(scale=1.0)
-    run(GuidedModel(tiny_cfg, [rec], ALPHAS), scheduler_factory("ddim", 3), [5, 6, 7], 2, terms=[rec])
+    run(GuidedModel(tiny_cfg, [rec], ALPHAS), scheduler_factory("ddim", 3), [5, 6, 7], 2)
     assert rec.events == ["reset", ("end", [5, 6], 2), "reset", ("end", [7], 1)]
 
 
@@ -219,11 +245,12 @@ class RenoiseOne:
         self.model, self.j, self.steps, self.rho = model, j, steps, rho
 
     def __call__(self, x, t, extra):
-        if extra["i"] in self.steps:
-            rho = torch.zeros(len(x))
-            rho[self.j] = self.rho
-            extra["renoise"] = rho
-        return self.model(x, t, extra)
+        eps = self.model(x, t, extra)
+        if extra["i"] not in self.steps:
+            return eps
+        rho = torch.zeros(len(x))
+        rho[self.j] = self.rho
+        return eps, rho  # a re-noise request is returned beside eps
 
 
 def test_renoising_changes_only_the_asked_sample_and_stays_deterministic(tiny_cfg, scheduler_factory):

@@ -261,12 +261,12 @@ class LshFilter(RejectionFilter):
         return LSHHistory(LSHConfig(embedder.dim, embedder.id, model_id, self.bits, self.bands, self.seed))
 
     def prepare(self, e):
-        if self.embed.lsh.center is None:  # SimHash needs centred embeddings: centre on the first candidates (kept with the history)
-            self.embed.lsh.center = e.mean(0).cpu()
+        if self.memory.lsh.center is None:  # SimHash needs centred embeddings: centre on the first candidates (kept with the history)
+            self.memory.lsh.center = e.mean(0).cpu()
 
     def distance(self, e):
         """Minus the number of bands that collide with history or with this batch's kept samples (a constant-size measure)."""
-        lsh = self.embed.lsh
+        lsh = self.memory.lsh
         now = {k for ks in lsh.keys(torch.stack(self.kept_now)) for k in ks} if self.kept_now else set()
         return -float(sum(k in lsh.bloom or k in now for k in lsh.keys(e)[0]))
 

@@ -21,20 +21,27 @@ def convert(value: str, typ, key: str, what: str):
         raise NoveltynetsError(f"{what}: {key}={value!r} is not a valid {getattr(typ, '__name__', typ)}") from None
 
 
-def parse_spec(spec: str, registry: dict, kind: str) -> tuple[str, dict]:
-    """``"name:a=1,b=x"`` → (name, {a: 1, b: "x"}) with values typed by the dataclass ``registry[name]``'s fields."""
+def split_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
+    """``"name:a=1,b=x"`` → (name, {"a": "1", "b": "x"}), values as written."""
     name, _, rest = spec.strip().partition(":")
-    if name not in registry:
-        raise NoveltynetsError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}")
-    hints = typing.get_type_hints(registry[name])
-    fields = {f.name for f in dataclasses.fields(registry[name])}
-    cfg: dict = {}
+    settings: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq:
             raise NoveltynetsError(f"{kind} {name!r}: expected key=value, got {item!r}")
-        key = key.strip()
-        if key not in fields:
-            raise NoveltynetsError(f"{kind} {name!r} has no setting {key!r}; settings: {', '.join(sorted(fields))}")
-        cfg[key] = convert(value.strip(), hints[key], key, f"{kind} {name!r}")
-    return name, cfg
+        settings[key.strip()] = value.strip()
+    return name, settings
+
+
+def parse_spec(spec: str, registry: dict, kind: str) -> tuple[str, dict]:
+    """``"name:a=1,b=x"`` → (name, {a: 1, b: "x"}) with values typed by the dataclass ``registry[name]``'s fields."""
+    name = spec.strip().partition(":")[0]
+    if name not in registry:
+        raise NoveltynetsError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}")
+    name, raw = split_spec(spec, kind)
+    hints = typing.get_type_hints(registry[name])
+    fields = {f.name for f in dataclasses.fields(registry[name])}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise NoveltynetsError(f"{kind} {name!r} has no setting {unknown[0]!r}; settings: {', '.join(sorted(fields))}")
+    return name, {key: convert(value, hints[key], key, f"{kind} {name!r}") for key, value in raw.items()}

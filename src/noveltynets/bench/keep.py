@@ -43,7 +43,7 @@ import torch
 from .. import metrics
 from ..data import from_uint8, load_mnist5k, to_uint8
 from ..errors import NoveltynetsError
-from ..memory.setup import StoreObserver, default_negatives, history_owners, open_history, pool_key, pool_run, reference_pool
+from ..session import history_owners, open_session, pool_key, pool_run
 from ..memory.store import MemoryStore
 from ..models.embedder import load_eval_embedder
 from .methods import Context, Method, _split
@@ -210,7 +210,7 @@ class KeepBench:
         for i, owner in enumerate(owners):
             name = history_name(m, label, i)
             names.append(name)
-            setup += self._open(m, owner, name, label, klass, r, updates)
+            setup += self._open(m, built, i, owner, name, label, klass, r, updates)
         steps = [Timed(o, "grad") for o in owners if hasattr(o, "grad")]
         out = m.generate(self.ctx, klass, seeds, built)
         images = from_uint8(to_uint8(out.images))  # judged as the user gets them: 8-bit images
@@ -237,46 +237,46 @@ class KeepBench:
         self._append_row(row)
         return row
 
-    def _open(self, m: Method, owner, name: str, label, klass, r: int, updates: list) -> float:
-        """Attach history ``name`` to ``owner`` for run r as ``m.memory`` says; returns the setup seconds to charge."""
-        store, model, steps = self.store, self.model, self.cfg.steps
-        emb = m.history_embedder(self.ctx, owner)
+    def _open(self, m: Method, built: list, i: int, owner, name: str, label, klass, r: int, updates: list) -> float:
+        """Attach history ``name`` to ``owner`` (history owner ``i`` of ``built``) for run r as ``m.memory`` says;
+        returns the setup seconds to charge."""
+        store = self.store
         if store.exists(name):  # back to the last completed run (a killed run left batches of the next one)
             tag = f"run{r - 1}"
             if r > 1 and store.has_checkpoint(name, tag):
                 store.restore(name, tag)
             elif r == 1:
                 store.delete(name)
-        charge = 0.0
-        options = m.memory_options(owner)
-        if owner.history_kind == "novelty" and default_negatives(model, options.get("negatives")) == "pool":
-            # a new memory's reference pool counts in its first run, for every method that needs it
-            traj = owner.observed_steps(steps) if owner.trajectory else []
-            size = options.get("pool_size", 128)
-            key = pool_key(model, emb, klass, m.cfg, steps, "ddim", size, traj)
-            if store.pool(key) is None:
-                t0 = time.perf_counter()
-                reference_pool(store, model, emb, klass, m.cfg, steps, "ddim", size, self.cfg.device, False, traj)
-                self.state["pool_seconds"][key] = time.perf_counter() - t0
-                self._save_state()
-            if r == 1:
-                charge += self.state["pool_seconds"].get(key, 0.0)
         if m.memory == "fresh" and store.exists(name):
             store.reset(name)
+        config, terms_filt = m.config(self.ctx, klass), _split(built)
         t0 = time.perf_counter()
-        history, version = open_history(store, name, owner, model, emb, klass, m.cfg, steps, "ddim", device=self.cfg.device,
-                                         **options)
-        charge += time.perf_counter() - t0
-        if m.memory == "unrelated":
-            history, version = self._feed_unrelated(m, owner, name, emb, history, version, klass, (r - 1) * self.cfg.n)
-            owner.attach(history, lambda e, info: None, emb)  # frozen: it never learns the method's own samples
-        else:
-            settings = {"class": klass, "cfg": m.cfg, "steps": steps, "method": m.label}
-            observer = StoreObserver(store, name, owner, version, settings)
-            owner.attach(history, observer, emb)
-            # the update as a whole (learn, then persist in the store) and its learning part alone
-            updates.append((Timed(owner, "observer"), Timed(history, "observe")))
+        session = open_session(self.model, config, *terms_filt, memory=name, store=store, owner=i,
+                               embedder=m.history_embedder(self.ctx, owner), learn=m.memory != "unrelated",
+                               settings={"class": klass, "cfg": m.cfg, "steps": self.cfg.steps, "method": m.label}, **m.memory_options(owner))
+        charge = time.perf_counter() - t0 - session.pool_seconds
+        # a new memory's reference pool counts in its first run, for every method that needs it
+        key = self._pool_key(m, owner, session, config)
+        if session.pool_seconds:
+            self.state["pool_seconds"][key] = session.pool_seconds
+            self._save_state()
+        if r == 1 and key is not None:
+            charge += self.state["pool_seconds"].get(key, 0.0)
+        if m.memory == "unrelated":  # frozen: taught other plain samples, it never learns the method's own
+            session.history, session.version = self._feed_unrelated(m, owner, name, session.embedder, session.history,
+                                                                    session.version, klass, (r - 1) * self.cfg.n)
+            owner.memory = session.history
+        else:  # the update as a whole (learn, then persist in the store) and its learning part alone
+            updates.append((Timed(owner, "observer"), Timed(session.history, "observe")))
         return charge
+
+    def _pool_key(self, m: Method, owner, session, config) -> str | None:
+        """The store key of the reference pool ``owner``'s memory was made with, or None if it has none."""
+        hist = session.history
+        if owner.history_kind != "novelty" or hist.config.negatives != "pool":
+            return None
+        traj = owner.observed_steps(self.cfg.steps) if hist.config.trajectory else []
+        return pool_key(self.model, session.embedder, config, m.memory_options(owner).get("pool_size", 128), traj)
 
     def _feed_unrelated(self, m: Method, owner, name, emb, history, version, klass, target: int):
         """Teach history ``name`` plain samples of the class from other seeds until it has seen ``target``."""
@@ -285,7 +285,7 @@ class KeepBench:
             return history, version
         traj = owner.observed_steps(self.cfg.steps) if owner.history_kind == "novelty" and history.config.trajectory else []
         seeds = range(UNRELATED_SEED_BASE + have, UNRELATED_SEED_BASE + target)
-        e = pool_run(self.model, emb, seeds, klass, m.cfg, self.cfg.steps, "ddim", traj, self.cfg.device).view(1 + len(traj), len(seeds), -1)
+        e = pool_run(self.model, emb, seeds, m.config(self.ctx, klass), traj).view(1 + len(traj), len(seeds), -1)
         for start in range(0, len(seeds), self.cfg.batch_size):
             chunk = e[:, start:start + self.cfg.batch_size]
             records = [{"seed": s, "class": klass, "settings": {"unrelated": True}} for s in seeds[start:start + self.cfg.batch_size]]

@@ -27,8 +27,9 @@ import torch
 
 from ..errors import NoveltynetsError
 from ..filters import FILTERS, parse_filter
-from ..guidance import parse_guide, registry
-from ..sampling import sample
+from ..sampling import SamplingConfig, sample
+from ..session import history_owners, open_session, parse_guide, registry
+from ..spec import convert, split_spec
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -74,13 +75,7 @@ class Method:
 
     def __init__(self, spec: str):
         self.spec = spec.strip()
-        name, _, rest = self.spec.partition(":")
-        self.settings: dict[str, str] = {}
-        for item in filter(None, (s.strip() for s in rest.split(","))):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise NoveltynetsError(f"method {name!r}: expected key=value, got {item!r}")
-            self.settings[key.strip()] = value.strip()
+        self.settings = split_spec(self.spec, "method")[1]
         self.cfg = self._pop("cfg", float, 2.0)
         self.eta = self._pop("eta", float, 0.0)
         self.temp = self._pop("temp", float, 1.0)
@@ -93,11 +88,7 @@ class Method:
     def _pop(self, key: str, typ: type, default):
         if key not in self.settings:
             return default
-        value = self.settings.pop(key)
-        try:
-            return typ(value)
-        except ValueError:
-            raise NoveltynetsError(f"method {self.spec!r}: {key}={value!r} is not a valid {typ.__name__}") from None
+        return convert(self.settings.pop(key), typ, key, f"method {self.spec!r}")
 
     def own_spec(self, name: str) -> str:
         """``name:key=value,...`` of the settings left after the shared ones (cfg, eta, temp) were taken."""
@@ -116,21 +107,22 @@ class Method:
         return owner.history_embedder(ctx.model)
 
     def memory_options(self, owner) -> dict:
-        """How a new novelty memory of ``owner`` is made: ``open_history``'s ``negatives``, ``pool_size`` and
+        """How a new novelty memory of ``owner`` is made: ``open_session``'s ``negatives``, ``pool_size`` and
         ``memory_config`` (defaults: those of ``noveltynets sample``)."""
         return {}
+
+    def config(self, ctx: Context, klass: int | None) -> SamplingConfig:
+        """The sampling config of this method's runs of class ``klass``."""
+        return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device)
 
     def attach_session(self, ctx: Context, klass: int, built: list) -> None:
         """Histories for this run only, where one must be made: a novelty memory with its reference pool
         (the other terms and filters start their own empty history)."""
-        from ..memory.setup import history_owners, open_history
-
-        for owner in history_owners(*_split(built)):
+        terms, filt = _split(built)
+        for i, owner in enumerate(history_owners(terms, filt)):
             if owner.history_kind == "novelty":
-                emb = self.history_embedder(ctx, owner)
-                memory, _ = open_history(ctx.get_store(), None, owner, ctx.model, emb, klass, self.cfg, ctx.steps, "ddim",
-                                         device=ctx.device, **self.memory_options(owner))
-                owner.attach(memory, None, emb)
+                open_session(ctx.model, self.config(ctx, klass), terms, filt, store=ctx.get_store(), owner=i,
+                             embedder=self.history_embedder(ctx, owner), **self.memory_options(owner))
 
     def generate(self, ctx: Context, klass: int, seeds: list[int], built: list) -> MethodRun:
         raise NotImplementedError
@@ -146,8 +138,7 @@ class Method:
         return out
 
     def _sample(self, ctx: Context, klass: int, seeds: list[int], guidance=()) -> MethodRun:
-        run = sample(ctx.model, seeds, klass, self.cfg, ctx.steps, "ddim", self.eta, list(guidance),
-                     batch_size=ctx.batch_size, device=ctx.device, temperature=self.temp)
+        run = sample(ctx.model, seeds, self.config(ctx, klass), list(guidance))
         return MethodRun(run.images.cpu(), run.seconds)
 
 
@@ -219,9 +210,8 @@ class Novelty(GuidanceMethod):
         self.memory_config = {}
         for f in fields(MemoryConfig):
             if f.name in self.settings and f.name not in ("dim", "embedder_id", "model_id", "trajectory"):
-                typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
-                self.memory_config[f.name] = self._pop(f.name, _parse_bool if typ is bool else typ, None)
-        self.negatives = self.memory_config.pop("negatives", None)  # None: the model's default (memory.setup.default_negatives)
+                self.memory_config[f.name] = self._pop(f.name, f.type, None)
+        self.negatives = self.memory_config.pop("negatives", None)  # None: the model's default (session.default_negatives)
         if self.negatives not in (None, "pool", "real"):
             raise NoveltynetsError(f"method {self.spec!r}: negatives must be pool or real")
         self.guide = self.own_spec("novelty")
@@ -291,8 +281,7 @@ class FilterMethod(Method):
             missing = [s for s in batch if s not in store]
             for i in range(0, len(missing), ctx.batch_size):
                 chunk = missing[i:i + ctx.batch_size]
-                run = sample(ctx.model, chunk, klass, self.cfg, ctx.steps, "ddim", self.eta, batch_size=ctx.batch_size,
-                             device=ctx.device, temperature=self.temp)
+                run = sample(ctx.model, chunk, self.config(ctx, klass))
                 making[0] += run.seconds
                 for s, img in zip(chunk, run.images.cpu()):
                     store[s] = (img, run.seconds / len(chunk))
@@ -302,12 +291,6 @@ class FilterMethod(Method):
         out = built[0].run(generate, seeds, ctx.batch_size)
         own = time.perf_counter() - t0 - making[0]
         return MethodRun(out.images, own + sum(store[s][1] for s in asked), generated=out.generated)
-
-
-def _parse_bool(value: str) -> bool:
-    if value.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(value)
-    return value.lower() in ("true", "1")
 
 
 def _split(built: list) -> tuple[list, object]:

@@ -1,21 +1,13 @@
-"""Guidance terms (one file each), their registry and the ``NAME[:key=value,...]`` parser."""
+"""Layer 6: the guidance terms, one file each (the base interface is the sampler's, :mod:`noveltynets.sampling.term`).
+Parse a ``NAME[:key=value,...]`` spec of any term, the later layers' included, with :func:`noveltynets.session.parse_guide`."""
 
 from __future__ import annotations
 
-from ..spec import parse_spec
-from .base import REGISTRY, GuidanceTerm, registry
+from .base import REGISTRY, GuidanceTerm
 from .cads import CADSGuidance
 from .novelty import NoveltyGuidance
 from .particle import ParticleGuidance
 from .point import PointGuidance
 from .repel import RepelGuidance
 
-
-def parse_guide(spec: str) -> GuidanceTerm:
-    """``"point:scale=2,target=1"`` → ``PointGuidance(scale=2.0, target=1.0)``."""
-    name, cfg = parse_spec(spec, registry(), "guidance")
-    return GuidanceTerm.from_dict({"name": name, **cfg})
-
-
-__all__ = ["REGISTRY", "CADSGuidance", "GuidanceTerm", "NoveltyGuidance", "ParticleGuidance", "PointGuidance", "RepelGuidance",
-           "parse_guide", "registry"]
+__all__ = ["REGISTRY", "CADSGuidance", "GuidanceTerm", "NoveltyGuidance", "ParticleGuidance", "PointGuidance", "RepelGuidance"]

@@ -2,7 +2,10 @@
 
 Every eps-model here is a callable ``model(x, t, extra) -> eps`` where ``t`` is a (B,)
 tensor of timesteps and ``extra`` a dict holding at least ``classes`` (B,) and the step
-(``i``, ``num_steps``). Samplers know nothing about guidance: they call the outermost one.
+(``i``, ``num_steps``); it may instead return ``(eps, rho)``, rho (B,) in [0, 1] the share of
+each sample's noise to re-draw at this step (see :func:`~noveltynets.sampling.sample_batch`).
+Samplers know nothing about guidance: they call the outermost one, and, where it has them,
+its ``start_batch()`` before and ``end_batch(x0, info)`` after each batch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import warnings
 import torch
 
 from ..models.unet import NULL_CLASS
+from .term import GuidanceTerm
 
 
 class CFGDenoiser:
@@ -38,15 +42,25 @@ class GuidedModel:
     Terms with ``space == "xt"`` return ∇_{x_t} themselves (at x_t) and are added as they are, in both modes.
     A term whose gradient has a NaN or Inf is skipped for that step, with a warning. Terms that
     re-noise (``term.renoises``) are asked for ρ at x̂0 of the guided eps; the largest ρ per
-    sample goes to the sampler as ``extra["renoise"]`` (see :func:`~noveltynets.sampling.sample_batch`).
+    sample is returned beside eps, as ``(eps, rho)`` (see :func:`~noveltynets.sampling.sample_batch`).
     Every term's ``conditioning(eps_model, extra)`` context is entered around each model call (CADS).
+    It owns its terms' lifecycle: ``start_batch()`` resets them, ``end_batch(x0, info)`` shows them
+    the finished batch (where memories learn).
     """
 
-    def __init__(self, eps_model, terms, alphas_cumprod: torch.Tensor, grad_mode: str = "x0"):
+    def __init__(self, eps_model, terms: list[GuidanceTerm], alphas_cumprod: torch.Tensor, grad_mode: str = "x0"):
         if grad_mode not in ("x0", "exact"):
             raise ValueError(f"grad_mode must be 'x0' or 'exact', got {grad_mode!r}")
         self.eps_model, self.terms, self.grad_mode = eps_model, list(terms), grad_mode
         self.alphas_cumprod = alphas_cumprod
+
+    def start_batch(self) -> None:
+        for term in self.terms:
+            term.reset()
+
+    def end_batch(self, x0: torch.Tensor, info: dict) -> None:
+        for term in self.terms:
+            term.on_samples_end(x0, info)
 
     def _term_grads(self, point: torch.Tensor, active, extra: dict) -> torch.Tensor:
         """Σ scale_i · grad_i at ``point`` (x̂0 or x_t, by the terms' space)."""
@@ -59,13 +73,13 @@ class GuidedModel:
             total = total + term.scale * g
         return total
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         with contextlib.ExitStack() as stack:
             for term in self.terms:
                 stack.enter_context(term.conditioning(self.eps_model, extra))
             return self._guided(x, t, extra)
 
-    def _guided(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
+    def _guided(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         progress = extra["i"] / extra["num_steps"]
         active = [term for term in self.terms if term.active(progress)]
         renoising = [term for term in self.terms if term.renoises(progress)]
@@ -101,5 +115,5 @@ class GuidedModel:
             x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
             rhos = [r for r in (term.renoise(x0_hat, {**info, "eps": eps}) for term in renoising) if r is not None]
             if rhos:
-                extra["renoise"] = torch.stack(rhos).amax(0).clamp(0, 1)
+                return eps, torch.stack(rhos).amax(0).clamp(0, 1)
         return eps

@@ -17,6 +17,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from ..errors import NoveltynetsError
 from ..progress import progress_bar
+from .config import SamplingConfig
 
 class _DDIMScheduler(DDIMScheduler):
     """diffusers' DDIM, with its eta > 0 variance shrunk by 1e-5 relative. Its step takes
@@ -87,8 +88,8 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
 
     ``temperature`` scales the initial noise (< 1: samples nearer the modes, > 1: further out).
 
-    The model may set ``extra["renoise"]`` to ρ (B,) in [0, 1] to have the share ρ of sample i's
-    noise re-drawn at this step (see :func:`renoise`); the other samples are untouched."""
+    The model may return ``(eps, rho)`` instead, rho (B,) in [0, 1], to have the share rho of
+    sample i's noise re-drawn at this step (see :func:`renoise`); the other samples are untouched."""
     x, gens = initial_noise(seeds, shape)
     x = x.to(device) * scheduler.init_noise_sigma * temperature
     classes = classes.to(device)
@@ -98,17 +99,17 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
     for i, t in enumerate(timesteps):
         tt = torch.full((len(seeds),), int(t), device=device, dtype=torch.long)
         extra = {"classes": classes, "i": i, "num_steps": len(timesteps), "seeds": seeds}
-        # 1. (guided) noise prediction
-        eps = model(x, tt, extra)
+        # 1. (guided) noise prediction, and the share of noise the model asks to re-draw
+        out = model(x, tt, extra)
+        eps, rho = out if isinstance(out, tuple) else (out, None)
         # 2. Tweedie's x̂0; clip it and recompute eps from the clipped x̂0 (keeps CFG samples in range)
         a = alphas_cumprod[int(t)]
         x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
         if clip:
             x0_hat = x0_hat.clamp(-1, 1)
             eps = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
-        # 3. re-noising asked for by the model (extra["renoise"] = ρ): re-draw that share of the
-        #    noise from the sample's own generator, keeping x̂0; x_t stays a noisy version of x̂0
-        rho = extra.get("renoise")
+        # 3. re-noising asked for by the model: re-draw that share of the noise from the sample's
+        #    own generator, keeping x̂0; x_t stays a noisy version of x̂0
         if rho is not None and bool((rho > 0).any()):
             x, eps = renoise(x, eps, x0_hat, a, rho, gens)
         if callback is not None:
@@ -133,24 +134,25 @@ class SampleRun:
 
 
 def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: list[int], classes: list[int],
-             shape: tuple[int, ...], batch_size: int = 16, terms=(), eta: float = 0.0, clip: bool = True,
+             shape: tuple[int, ...], batch_size: int = 16, eta: float = 0.0, clip: bool = True,
              device: str | torch.device = "cpu", show_progress: bool = False,
              callback: Callable[[dict], None] | None = None, temperature: float = 1.0) -> SampleRun:
-    """Sample ``len(seeds)`` images in batches. Before each batch every term is ``reset()``;
-    after it, every term sees the finished batch through ``on_samples_end`` (so memories learn)."""
+    """Sample ``len(seeds)`` images in batches. A model with a batch lifecycle (:class:`GuidedModel`)
+    is told ``start_batch()`` before each batch and ``end_batch(x0, info)`` after it (so memories learn)."""
     if len(classes) != len(seeds):
         raise ValueError("one class per seed is needed")
+    start_batch, end_batch = getattr(model, "start_batch", None), getattr(model, "end_batch", None)
     out, times = [], []
     with progress_bar(len(seeds), "sampling", enabled=show_progress) as advance:
         for start in range(0, len(seeds), batch_size):
             s, c = seeds[start:start + batch_size], torch.tensor(classes[start:start + batch_size])
-            for term in terms:
-                term.reset()
+            if start_batch is not None:
+                start_batch()
             t0 = time.perf_counter()
             x0 = sample_batch(model, scheduler_factory(), s, c, shape, eta=eta, clip=clip, callback=callback, device=device,
                               temperature=temperature)
-            for term in terms:
-                term.on_samples_end(x0, {"seeds": s, "classes": c.to(x0.device)})
+            if end_batch is not None:
+                end_batch(x0, {"seeds": s, "classes": c.to(x0.device)})
             if x0.device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
@@ -159,25 +161,22 @@ def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: li
     return SampleRun(torch.cat(out), list(seeds), list(classes), times)
 
 
-def sample(model, seeds: list[int], klass: int | None = None, cfg: float = 2.0, steps: int = 50, scheduler: str = "ddim",
-           eta: float = 0.0, guidance=(), grad_mode: str = "x0", batch_size: int = 16, device: str | torch.device = "cpu",
-           show_progress: bool = False, callback: Callable[[dict], None] | None = None, temperature: float = 1.0) -> SampleRun:
-    """Sample one image per seed from a :class:`~noveltynets.models.DiffusionModel`.
+def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show_progress: bool = False,
+           callback: Callable[[dict], None] | None = None) -> SampleRun:
+    """Sample one image per seed from a :class:`~noveltynets.models.DiffusionModel` with ``config``
+    (default :class:`SamplingConfig()`: unconditional, 50 DDIM steps).
 
-    ``klass=None`` samples unconditionally (CFG is then off); ``guidance`` is a list of
-    guidance terms, applied through :class:`GuidedModel`; ``callback`` sees every step (see :func:`sample_batch`);
-    ``temperature`` scales the initial noise.
-    """
-    if not temperature > 0:
-        raise NoveltynetsError(f"temperature must be positive, got {temperature}")
+    ``guidance`` is a list of guidance terms, applied through :class:`GuidedModel`; ``callback``
+    sees every step (see :func:`sample_batch`)."""
     from ..models.unet import NULL_CLASS
     from .guided import CFGDenoiser, GuidedModel
 
-    make_scheduler(scheduler, model.scheduler_config, steps)  # validate before any work
-    eps_model = CFGDenoiser(model.unet, cfg if klass is not None else 1.0)
+    config = config or SamplingConfig()
+    make_scheduler(config.scheduler, model.scheduler_config, config.steps)  # validate before any work
+    eps_model = CFGDenoiser(model.unet, config.cfg_used)
     if guidance:
-        eps_model = GuidedModel(eps_model, guidance, model.alphas_cumprod, grad_mode)
-    classes = [klass if klass is not None else NULL_CLASS] * len(seeds)
-    return generate(eps_model, lambda: make_scheduler(scheduler, model.scheduler_config, steps), list(seeds), classes,
-                    model.image_shape, batch_size, terms=guidance, eta=eta, device=device, show_progress=show_progress,
-                    callback=callback, temperature=temperature)
+        eps_model = GuidedModel(eps_model, guidance, model.alphas_cumprod, config.grad_mode)
+    classes = [config.klass if config.klass is not None else NULL_CLASS] * len(seeds)
+    return generate(eps_model, lambda: make_scheduler(config.scheduler, model.scheduler_config, config.steps), list(seeds),
+                    classes, model.image_shape, config.batch_size, eta=config.eta, device=config.device,
+                    show_progress=show_progress, callback=callback, temperature=config.temperature)

@@ -1,0 +1,64 @@
+"""One sampling config: what a run's images depend on besides seeds, model and guidance.
+
+Used alike by :func:`~noveltynets.sampling.sample`, the CLI, the bench, the reference pool's
+cache key and the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import NoveltynetsError
+
+
+def in_range(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    """A clear error unless lo <= value <= hi (lo < value with ``lo_open``)."""
+    ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        raise NoveltynetsError(f"{name} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value:g}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """``klass=None`` samples unconditionally (CFG is then off, see :attr:`cfg_used`); ``temperature`` scales
+    the initial noise; ``batch_size`` and ``device`` never change an image (per-sample seeds)."""
+
+    klass: int | None = None
+    cfg: float = 2.0
+    steps: int = 50
+    scheduler: str = "ddim"
+    eta: float = 0.0
+    temperature: float = 1.0
+    batch_size: int = 16
+    device: str = "cpu"
+    grad_mode: str = "x0"  # guidance gradients: "x0" (cheap) or "exact" (a backward pass through the denoiser)
+
+    def __post_init__(self):
+        if self.steps <= 0:
+            raise NoveltynetsError(f"steps must be positive, got {self.steps}")
+        if self.batch_size <= 0:
+            raise NoveltynetsError(f"batch size must be positive, got {self.batch_size}")
+        if self.grad_mode not in ("x0", "exact"):
+            raise NoveltynetsError(f"grad mode must be x0 or exact, got {self.grad_mode!r}")
+        in_range("cfg", self.cfg, 0, 100)
+        in_range("eta", self.eta, 0, 1)  # DDIM's eta: 0 deterministic, 1 as stochastic as DDPM; above 1 the variance is invalid
+        in_range("temperature", self.temperature, 0, 10, lo_open=True)
+
+    @property
+    def cfg_used(self) -> float:
+        """The CFG scale that acts: 1 (off) for unconditional sampling."""
+        return self.cfg if self.klass is not None else 1.0
+
+    def replace(self, **changes) -> "SamplingConfig":
+        return dataclasses.replace(self, **changes)
+
+    def key(self) -> str:
+        """What unguided images with this config depend on (batch size and device do not), e.g. for a cache key."""
+        key = f"class={self.klass}|cfg={self.cfg_used}|steps={self.steps}|{self.scheduler}"
+        extra = [f"eta={self.eta}"] * (self.eta != 0) + [f"temperature={self.temperature}"] * (self.temperature != 1)
+        return "|".join([key, *extra])
+
+    def to_dict(self) -> dict:
+        """For the manifest: every field, with the CFG scale that acts."""
+        d = dataclasses.asdict(self)
+        return {"class": d.pop("klass"), **d, "cfg": self.cfg_used}
