@@ -130,10 +130,21 @@ def test_bench_quick_writes_every_output_and_novelty_cuts_near_dups(tmp_path):
     (["-m", "novelty:scale=abc"], "not a valid float"),
     (["--device", "tpu"], "unknown device"),
 ])
-def test_bench_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
-    r = invoke("bench", "--out", tmp_path / "o", "--no-progress", *args)
+def test_bench_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    """Nothing at all appears: not --out, not its (new) parent, no hidden ``.o.*.partial`` beside it, nothing in
+    the working folder, the cache (the default memory store) or the temporary folder."""
+    import tempfile
+
+    for d in ("cwd", "cache", "tmp"):
+        (tmp_path / d).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    tree = lambda: sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))  # noqa: E731 (hidden names too)
+    before = tree()
+    r = invoke("bench", "--out", tmp_path / "new" / "o", "--no-progress", *args)
     assert r.exit_code == 2 and message in r.output
-    assert list(tmp_path.iterdir()) == []
+    assert tree() == before == ["cache", "cwd", "tmp"]
 
 
 def _fake_run(path, klass, methods=("plain", "repel")):
@@ -182,9 +193,11 @@ def test_bench_merge_joins_classes_and_refuses_mismatched_runs(tmp_path):
                       ((tmp_path / "a",), "at least two"), ((tmp_path / "a", "--rows", tmp_path / "empty.log"), "no rows"),
                       ((tmp_path / "a", tmp_path / "e"), "not a bench result"), ((tmp_path / "a", tmp_path / "f"), "not a bench result"),
                       ((tmp_path / "a", tmp_path / "g"), "a row without"), ((tmp_path / "a", "--rows", tmp_path / "bad.log"), "a row without")]:
+        before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
         r = invoke("bench-merge", *args, "--out", tmp_path / "x")
         assert r.exit_code == 2 and msg in r.output, r.output
-        assert not (tmp_path / "x").exists()
+        # no x, no hidden .x.*.partial left beside it, nothing written into the runs read
+        assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
 
 
 def test_combined_guidance_methods_run_all_their_terms():

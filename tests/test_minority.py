@@ -95,10 +95,20 @@ def test_quantile_classes_are_balanced_and_ordered():
 
 
 def test_conditional_scores_with_a_real_unet(tiny_unet):
+    """Each image is reconstructed under its own class: its score is the one it gets when every image
+    has that class (whatever its batch), the class changes the score, and no class means the null class."""
+    from noveltynets.models import NULL_CLASS
+
     m = SimpleNamespace(unet=tiny_unet, image_shape=(1, 8, 8), alphas_cumprod=ABAR)
-    x = torch.rand(6, 1, 8, 8) * 2 - 1
-    s = minority_score(m, x, classes=torch.tensor([0, 1, 2, 0, 1, 2]), distance="l2", batch_size=4)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    classes = torch.tensor([0, 1, 2, 0, 1, 2])
+    s = minority_score(m, x, classes=classes, distance="l2", batch_size=4)  # batches of 4 and 2: classes must follow
     assert s.shape == (6,) and torch.isfinite(s).all() and (s > 0).all()
+    each = {k: minority_score(m, x, classes=torch.full((6,), k), distance="l2", batch_size=6) for k in (0, 1, 2, NULL_CLASS)}
+    assert torch.allclose(s, torch.stack([each[int(c)][i] for i, c in enumerate(classes)]), atol=1e-6)
+    for a, b in ((0, 1), (1, 2), (0, NULL_CLASS)):
+        assert (each[a] - each[b]).abs().min() > 1e-6  # the class reaches the denoiser: every image's score moves
+    assert torch.allclose(minority_score(m, x, distance="l2"), each[NULL_CLASS])
 
 
 def test_cli_minority_score_writes_scores_and_classes(tmp_path):
