@@ -1,0 +1,126 @@
+"""``noveltynets memory ...``: list, show, reset, delete, export, import and pretrain the memories in a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import NoveltynetsError
+from .common import StoreOpt, _check_class, _device, _store, friendly
+from .sample import _embedder_spec
+
+memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")
+
+
+@memory_app.command("list")
+@friendly
+def memory_list(store: Optional[Path] = StoreOpt) -> None:
+    """One line per history: name, kind, scope, samples seen, embedder, model."""
+    st = _store(store, read_only=True)
+    for name in st.names():
+        try:
+            i = st.info(name)
+            typer.echo(f"{i.name}\t{i.kind}\t{i.scope}\t{i.n_seen} seen\t{i.embedder_id}\t{i.model_id}")
+        except Exception as e:  # one damaged row must not hide the others
+            typer.echo(f"{name}\t(unreadable: {e})")
+
+
+@memory_app.command("show")
+@friendly
+def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
+    """Everything about one memory or history, as JSON."""
+    from dataclasses import asdict
+    st = _store(store, read_only=True)
+    info = asdict(st.info(name))
+    mem, _ = st.load(name)
+    info["samples_recorded"] = st.count_samples(name)
+    if mem.kind == "novelty":
+        info.update(replay_size=len(mem.replay), reference_negatives=len(mem.negatives), train_steps=mem.train_steps)
+    typer.echo(json.dumps(info, indent=2))
+
+
+@memory_app.command("reset")
+@friendly
+def memory_reset(name: str, store: Optional[Path] = StoreOpt) -> None:
+    """Forget a memory's history (keeps its settings and reference negatives)."""
+    _store(store, must_exist=True).reset(name)
+    typer.echo(f"memory {name!r} reset")
+
+
+@memory_app.command("delete")
+@friendly
+def memory_delete(name: str, store: Optional[Path] = StoreOpt) -> None:
+    _store(store, must_exist=True).delete(name)
+    typer.echo(f"memory {name!r} deleted")
+
+
+@memory_app.command("export")
+@friendly
+def memory_export(name: str, path: Path, store: Optional[Path] = StoreOpt) -> None:
+    """Write one memory (state and sample records) to a standalone file."""
+    _store(store, read_only=True).export(name, path)
+    typer.echo(f"memory {name!r} exported to {path}")
+
+
+@memory_app.command("import")
+@friendly
+def memory_import(path: Path, name: Optional[str] = typer.Option(None, "--name", help="Import under another name."),
+                  store: Optional[Path] = StoreOpt) -> None:
+    """Add the memory in an exported file to the store."""
+    if not path.is_file():
+        raise NoveltynetsError(f"no such file {path}")
+    typer.echo(f"memory {_store(store).import_(path, name)!r} imported")
+
+
+@memory_app.command("pretrain")
+@friendly
+def memory_pretrain(
+    name: str,
+    from_dataset: bool = typer.Option(False, "--from-dataset", help="Teach the memory the training images."),
+    klass: Optional[int] = typer.Option(None, "--class", "-c", help="Only this digit's training images."),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Default: an existing memory's own, else pooled-pixels:32."),
+    epochs: int = typer.Option(20, "--epochs", help="Passes over the training images."),
+    model: Optional[Path] = typer.Option(None, "--model"),
+    steps: int = typer.Option(50, "--steps", help="Steps of the reference pool's samples."),
+    pool_size: int = typer.Option(512, "--pool-size"),
+    store: Optional[Path] = StoreOpt,
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Create a service-wide memory that has "seen" the training set, so guidance with it avoids echoing training data."""
+    import torch
+
+    from ..data import load_split
+    from ..embed import embedder_from_spec
+    from ..memory.setup import open_memory, pretrain
+    from ..models import load_model
+    from ..progress import progress_bar
+
+    if not from_dataset:
+        raise NoveltynetsError("nothing to pretrain from: pass --from-dataset")
+    dev = _device(device)
+    m = load_model(model, dev)
+    _check_class(m, klass)
+    st = _store(store)
+    emb = embedder_from_spec(_embedder_spec(st, name, embedder), m)
+    mem, version = open_memory(st, name, m, emb, klass, 2.0 if klass is not None else 1.0, steps, "ddim", "pool", pool_size,
+                               "service", dev, progress)
+    train = load_split("train")
+    images = train.of_class(klass) if klass is not None else train.images
+    with torch.no_grad():
+        e = emb(images.to(dev))
+
+    def record(memory, emb_chunk, idx):  # each training image is observed (and recorded) once
+        nonlocal version
+        memory, version = st.observe(name, memory, version, emb_chunk, [{"settings": {"source": "train", "index": int(i)}} for i in idx])
+        return memory
+
+    chunk = 256
+    with progress_bar(-(-len(e) // chunk) + epochs, "pretrain", enabled=progress) as advance:
+        mem = pretrain(mem, e, epochs, observe=record, advance=advance, chunk=chunk)
+    st.save(name, mem)
+    typer.echo(f"memory {name!r} has seen {mem.n_seen} training images")
+
