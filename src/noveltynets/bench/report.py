@@ -23,14 +23,19 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "method"
 
 
-def write_outputs(result: dict, out: Path, meta: dict) -> None:
-    """Everything ``noveltynets bench`` writes, into the (temporary) folder ``out``."""
+def _write_grids(result: dict, out: Path) -> dict[str, list[str]]:
+    """A grid per method (the first images of each class), ``grid_<method>.png``; returns method -> [file]."""
     grids = {}
     for label, per_class in result["images"].items():
         imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
         grids[label] = [f"grid_{slug(label)}.png"]
         save_png(make_grid(imgs, ncols=16), out / grids[label][0])
-    _write_results(result, out, meta, grids)
+    return grids
+
+
+def write_outputs(result: dict, out: Path, meta: dict) -> None:
+    """Everything ``noveltynets bench`` writes, into the (temporary) folder ``out``."""
+    _write_results(result, out, meta, _write_grids(result, out))
 
 
 def _write_results(result: dict, out: Path, meta: dict, grids: dict[str, list[str]]) -> None:
@@ -257,12 +262,7 @@ def merge_keep_outputs(dirs: list[Path], runs: list[dict], out: Path) -> dict:
 
 def write_keep_outputs(result: dict, out: Path, meta: dict) -> None:
     """results.json/.csv, keep_near_dup.png, keep_modes.png, a grid per method (its last run) and report.html."""
-    grids = {}
-    for label, per_class in result["images"].items():
-        imgs = np.concatenate([to_uint8(x[:GRID_PER_CLASS]) for x in per_class.values()])
-        grids[label] = [f"grid_{slug(label)}.png"]
-        save_png(make_grid(imgs, ncols=16), out / grids[label][0])
-    _write_keep_results(result, out, meta, grids)
+    _write_keep_results(result, out, meta, _write_grids(result, out))
 
 
 def _write_keep_results(result: dict, out: Path, meta: dict, grids: dict[str, list[str]]) -> None:
