@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Two runs of 32 sevens with one novelty memory, the same two runs plain, judged against earlier runs.
 demo: $(STAMP)
-	$(VENV)/bin/noveltynets sample --class 7 --n 64 --seeds 0-63 --out out/demo --overwrite
-	@echo "open out/demo/grid.png"
+	$(VENV)/bin/python -m noveltynets.bench.demo --out out/demo
+	@echo "picture: out/demo/demo.png  (numbers and commands: out/demo/demo.json)"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
