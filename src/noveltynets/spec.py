@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
 from .errors import NoveltynetsError
+
+
+def in_range(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    """A clear error unless ``value`` is finite and in [lo, hi] ((lo, hi] with ``lo_open``); the message gives the range."""
+    ok = math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        raise NoveltynetsError(f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value}")
 
 
 def convert(value: str, typ, key: str, what: str):

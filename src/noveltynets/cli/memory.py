@@ -10,7 +10,6 @@ import typer
 
 from ..errors import NoveltynetsError
 from .common import StoreOpt, _check_class, _device, _store, friendly
-from .sample import _embedder_spec
 
 memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")
 
@@ -94,33 +93,33 @@ def memory_pretrain(
     import torch
 
     from ..data import load_split
-    from ..embed import embedder_from_spec
-    from ..memory.setup import open_memory, pretrain
+    from ..memory.pretrain import pretrain
     from ..models import load_model
     from ..progress import progress_bar
+    from ..sampling import SamplingConfig
+    from ..session import open_session
 
     if not from_dataset:
         raise NoveltynetsError("nothing to pretrain from: pass --from-dataset")
     dev = _device(device)
     m = load_model(model, dev)
     _check_class(m, klass)
-    st = _store(store)
-    emb = embedder_from_spec(_embedder_spec(st, name, embedder), m)
-    mem, version = open_memory(st, name, m, emb, klass, 2.0 if klass is not None else 1.0, steps, "ddim", "pool", pool_size,
-                               "service", dev, progress)
+    config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, device=dev)  # the reference pool's samples
+    session = open_session(m, config, ["novelty:trajectory=false"], memory=name, store=_store(store), embedder=embedder,
+                           negatives="pool", pool_size=pool_size, scope="service", show_progress=progress)
     train = load_split("train")
     images = train.of_class(klass) if klass is not None else train.images
     with torch.no_grad():
-        e = emb(images.to(dev))
+        e = session.embedder(images.to(dev))
 
     def record(memory, emb_chunk, idx):  # each training image is observed (and recorded) once
-        nonlocal version
-        memory, version = st.observe(name, memory, version, emb_chunk, [{"settings": {"source": "train", "index": int(i)}} for i in idx])
-        return memory
+        session.history, session.version = session.store.observe(
+            name, memory, session.version, emb_chunk, [{"settings": {"source": "train", "index": int(i)}} for i in idx])
+        return session.history
 
     chunk = 256
     with progress_bar(-(-len(e) // chunk) + epochs, "pretrain", enabled=progress) as advance:
-        mem = pretrain(mem, e, epochs, observe=record, advance=advance, chunk=chunk)
-    st.save(name, mem)
+        session.history = mem = pretrain(session.history, e, epochs, observe=record, advance=advance, chunk=chunk)
+    session.save()
     typer.echo(f"memory {name!r} has seen {mem.n_seen} training images")
 

@@ -9,19 +9,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import NoveltynetsError
-
-
-def in_range(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
-    """A clear error unless lo <= value <= hi (lo < value with ``lo_open``)."""
-    ok = (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        raise NoveltynetsError(f"{name} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value:g}")
+from ..spec import in_range
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """``klass=None`` samples unconditionally (CFG is then off, see :attr:`cfg_used`); ``temperature`` scales
-    the initial noise; ``batch_size`` and ``device`` never change an image (per-sample seeds)."""
+    the initial noise; ``batch_size`` and ``device`` never change an image (per-sample seeds). A bad value is
+    refused with an error that starts with the field's name (the CLI turns it into its option's)."""
 
     klass: int | None = None
     cfg: float = 2.0
@@ -37,9 +32,9 @@ class SamplingConfig:
         if self.steps <= 0:
             raise NoveltynetsError(f"steps must be positive, got {self.steps}")
         if self.batch_size <= 0:
-            raise NoveltynetsError(f"batch size must be positive, got {self.batch_size}")
+            raise NoveltynetsError(f"batch_size must be positive, got {self.batch_size}")
         if self.grad_mode not in ("x0", "exact"):
-            raise NoveltynetsError(f"grad mode must be x0 or exact, got {self.grad_mode!r}")
+            raise NoveltynetsError(f"grad_mode must be x0 or exact, got {self.grad_mode!r}")
         in_range("cfg", self.cfg, 0, 100)
         in_range("eta", self.eta, 0, 1)  # DDIM's eta: 0 deterministic, 1 as stochastic as DDPM; above 1 the variance is invalid
         in_range("temperature", self.temperature, 0, 10, lo_open=True)

@@ -127,6 +127,7 @@ class SampleRun:
     seeds: list[int]
     classes: list[int]
     batch_seconds: list[float] = field(default_factory=list)
+    generated: int | None = None  # samples generated to keep these (an outer-loop filter's candidates); None: one per image
 
     @property
     def seconds(self) -> float:
