@@ -523,3 +523,55 @@ def test_a_projected_memory_lives_in_its_reference_principal_directions(data):
     assert small.basis[:, 2].abs().max() == 0 and small.basis[:, :2].norm(dim=0).allclose(torch.ones(2))
     assert cfg(projection=3, negatives="jitter", target="classify").projection == 0  # no reference to find directions in
     assert cfg(projection=8).projection == 0 and cfg(projection=8).space_dim == 8
+
+
+def _weights(mem):
+    return [v for net in (mem.net, mem.recall_net) for v in net.state_dict().values()] + [mem.freqs, mem.recall_freqs]
+
+
+def test_memory_leaves_the_global_rng_alone_and_its_seed_fixes_its_weights(data):
+    history, fresh, ref = data
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    a = NoveltyMemory(cfg(seed=3))
+    start = [w.clone() for w in _weights(a)]
+    a.set_reference(ref)
+    a.observe(history[:16])
+    back = NoveltyMemory.from_bytes(a.to_bytes())
+    a.reset()
+    assert torch.equal(torch.get_rng_state(), before)  # create, observe, load and reset: no reseeding, no draws
+    b = NoveltyMemory(cfg(seed=3))
+    assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(_weights(b), start, _weights(a)))
+    assert not torch.equal(back.net[0].weight, start[0])  # it learnt, and loading kept that
+    assert not torch.equal(NoveltyMemory(cfg(seed=4)).net[0].weight, b.net[0].weight)
+
+
+def test_memory_format_version_and_the_states_written_before_it(trained, data):
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from noveltynets.memory.novelty import FORMAT_VERSION
+
+    fresh = data[1]
+    blob = trained.to_bytes()
+    meta = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])["__metadata__"]
+    assert meta["format_version"] == str(FORMAT_VERSION) == "1"
+    unversioned = st_save(trained.state_tensors(), metadata={"config": meta["config"]})  # as stores hold them today
+    again = NoveltyMemory.from_bytes(unversioned)
+    assert torch.equal(again.logit(fresh), trained.logit(fresh)) and again.n_seen == trained.n_seen
+    newer = st_save(trained.state_tensors(), metadata={**meta, "format_version": str(FORMAT_VERSION + 1)})
+    with pytest.raises(NoveltynetsError, match="newer noveltynets"):
+        NoveltyMemory.from_bytes(newer)
+
+
+def test_config_sections_are_a_view_of_the_flat_fields():
+    from dataclasses import fields
+
+    from noveltynets.memory.novelty import SECTIONS
+
+    names = [n for section in SECTIONS.values() for n in section]
+    assert sorted(names) == sorted(f.name for f in fields(MemoryConfig)) and len(names) == len(set(names))
+    c = cfg(proximity_radius=0.5, replay_size=10)
+    assert c.sections["targets"]["proximity_radius"] == 0.5 and c.sections["replay"]["replay_size"] == 10
+    assert MemoryConfig.from_dict({**vars(c), "unknown": 1}) == c
