@@ -222,7 +222,7 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
         raise NoveltynetsError("novelty guidance is given more than once: one novelty term per run (put all its settings in one spec)")
     if memory is not None and not owners:
         used = ", ".join([t.name for t in terms] + ([filt.name] if filt else [])) or "plain sampling"
-        raise NoveltynetsError(f"a memory needs a method that keeps a history (--guide novelty or repel, --filter knn-filter, "
+        raise NoveltynetsError(f"--memory needs a method that keeps a history (--guide novelty or repel, --filter knn-filter, "
                                f"lsh-filter or oversample); {used} keeps none")
     if owner is None and memory is not None and len(owners) > 1:
         raise NoveltynetsError(f"--memory names one history, but {' and '.join(o.name for o in owners)} each keep one")

@@ -252,7 +252,8 @@ class KeepBench:
         config, terms_filt = m.config(self.ctx, klass), _split(built)
         t0 = time.perf_counter()
         session = open_session(self.model, config, *terms_filt, memory=name, store=store, owner=i,
-                               embedder=m.history_embedder(self.ctx, owner), learn=m.memory != "unrelated",
+                               embedder=m.history_embedder(self.ctx, owner) if owner.history_kind == "novelty" else None,
+                               learn=m.memory != "unrelated",
                                settings={"class": klass, "cfg": m.cfg, "steps": self.cfg.steps, "method": m.label}, **m.memory_options(owner))
         charge = time.perf_counter() - t0 - session.pool_seconds
         # a new memory's reference pool counts in its first run, for every method that needs it
