@@ -575,3 +575,13 @@ def test_config_sections_are_a_view_of_the_flat_fields():
     c = cfg(proximity_radius=0.5, replay_size=10)
     assert c.sections["targets"]["proximity_radius"] == 0.5 and c.sections["replay"]["replay_size"] == 10
     assert MemoryConfig.from_dict({**vars(c), "unknown": 1}) == c
+
+
+def test_unit_of_length_follows_a_new_reference_of_the_same_size():
+    mem = NoveltyMemory(MemoryConfig(dim=4, embedder_id="e", projection=0))
+    mem.set_reference(torch.randn(32, 4, generator=torch.Generator().manual_seed(0)))
+    first = mem.neighbour_distance()
+    mem.set_reference(10 * torch.randn(32, 4, generator=torch.Generator().manual_seed(1)))  # same size, ten times the spacing
+    assert mem.neighbour_distance() > 5 * first
+    again = NoveltyMemory.from_bytes(mem.to_bytes())
+    assert again.neighbour_distance() == mem.neighbour_distance()

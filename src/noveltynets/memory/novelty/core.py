@@ -23,6 +23,7 @@ class NoveltyMemory:
         self.config, self.device = config, torch.device(device)
         k = config.space_dim  # everything below lives in the (projected) space
         self.negatives = torch.zeros(0, k, device=self.device)  # the reference (set_reference)
+        self._ref_version = 0  # bumped whenever the reference changes: ℓ is then measured again
         self.n_ref_final = 0  # the first n_ref_final reference rows are finished samples (the rest: x̂0 along trajectories)
         self.mean = torch.zeros(k, device=self.device)
         self.std = torch.ones(k, device=self.device)
@@ -87,8 +88,11 @@ class NoveltyMemory:
         """The memory's unit of length: the median nearest-neighbour distance among its reference
         samples' finished embeddings (at most the first 1,024), or among observed samples if it has no
         reference (jitter negatives). Guidance pushes are measured in it. Cached."""
-        ref = self.negatives[: self.n_ref_final] if self.n_ref_final >= 2 else self.replay_final if len(self.replay_final) >= 2 else self.replay
-        key = (id(ref), len(ref))
+        if self.n_ref_final >= 2:
+            ref, key = self.negatives[: self.n_ref_final], ("reference", self._ref_version)
+        else:  # the replay changes with every observation (a full reservoir in place): keyed by what has been seen
+            ref = self.replay_final if len(self.replay_final) >= 2 else self.replay
+            key = ("replay", len(ref), self.n_seen)
         if getattr(self, "_nn_key", None) != key:
             if len(ref) < 2:
                 raise NoveltynetsError("the memory has no reference and fewer than 2 observed samples: no unit of length yet")
@@ -102,7 +106,7 @@ class NoveltyMemory:
     def set_reference(self, negatives: torch.Tensor, n_final: int | None = None) -> None:
         """Reference embeddings (never generated in this scope); also fixes the input normalisation.
         ``n_final``: the first n_final rows are finished samples, the rest x̂0 along their
-        trajectories (as :func:`~noveltynets.memory.setup.pool_run` returns them); default all."""
+        trajectories (as :func:`~noveltynets.session.pool_run` returns them); default all."""
         negatives = negatives.detach().float().to(self.device)
         if negatives.ndim != 2 or negatives.shape[1] != self.config.dim or len(negatives) < 2:
             raise NoveltynetsError(f"reference negatives must be (N >= 2, {self.config.dim}), got {tuple(negatives.shape)}")
@@ -120,6 +124,7 @@ class NoveltyMemory:
             negatives = self.project(negatives)
         self.negatives, self.n_ref_final = negatives, n_final
         self.mean, self.std = negatives.mean(0), self._scale(negatives)
+        self._ref_version += 1
 
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
         """Per-dimension divisor. Per-dim std blows up near-constant dims (an 8×8 pooling's border

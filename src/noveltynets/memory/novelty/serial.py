@@ -117,6 +117,7 @@ def from_bytes(cls: type[NoveltyMemory], blob: bytes, device: str | torch.device
         opt.load_state_dict(opt_state)
     dev = mem.device
     mem.replay, mem.replay_final, mem.negatives = t["replay"].to(dev), t["replay_final"].to(dev), t["negatives"].to(dev)
+    mem._ref_version += 1
     mem.mean, mem.std = t["mean"].to(dev), t["std"].to(dev)
     if "basis" in t:
         mem.centre, mem.basis = t["centre"].to(dev), t["basis"].to(dev)
