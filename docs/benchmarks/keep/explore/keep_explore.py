@@ -22,12 +22,11 @@ from noveltynets import metrics
 from noveltynets.bench.runner import Judge
 from noveltynets.data import load_mnist5k
 from noveltynets.guidance import NoveltyGuidance, RepelGuidance
-from noveltynets.memory import embedder_from_spec
-from noveltynets.embed.embedders import DEFAULT_EMBEDDER
-from noveltynets.memory.setup import POOL_SEED_BASE, pool_run
+from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
-from noveltynets.sampling import sample
+from noveltynets.sampling import SamplingConfig, sample
+from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
 
 UNREL_SEEDS = 2 * 10**12
 
@@ -69,17 +68,16 @@ def main():
     model = load_model()
     emb = embedder_from_spec(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
-    kw = dict(cfg=2.0, steps=steps, batch_size=16)
+    config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
     term0 = NoveltyGuidance(**tc)
     traj = term0.observed_steps(steps) if term0.trajectory else []
     pool_n = int(os.environ.get("POOL", 128))
     t0 = time.time()
     if os.environ.get("REF") == "real":  # the class's real training images: no sampling at all
-        from noveltynets.memory.setup import real_reference
         ref = real_reference(emb, klass)
         pool_n = len(ref)
     else:
-        ref = pool_run(model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + pool_n), klass, 2.0, steps, "ddim", traj)
+        ref = pool_run(model, emb, range(POOL_SEED_BASE, POOL_SEED_BASE + pool_n), config.replace(batch_size=64), traj)
     pool_s = time.time() - t0
 
     def memory():
@@ -100,7 +98,7 @@ def main():
 
     unrel_plain = None
     if "unrel" in names:  # unrelated plain samples (and their trajectories), made once
-        e = pool_run(model, emb, range(UNREL_SEEDS, UNREL_SEEDS + (R - 1) * N), klass, 2.0, steps, "ddim", traj, batch_size=64)
+        e = pool_run(model, emb, range(UNREL_SEEDS, UNREL_SEEDS + (R - 1) * N), config.replace(batch_size=64), traj)
         unrel_plain = e.view(1 + len(traj), (R - 1) * N, -1)
 
     state = {}
@@ -130,7 +128,7 @@ def main():
                     st["term"] = RepelGuidance(**json.loads(os.environ.get("REPEL", "{}")))
                 terms = [st["term"]]
             t1 = time.time()
-            run = sample(model, seeds, klass, guidance=terms, **kw)
+            run = sample(model, seeds, config, terms)
             secs = time.time() - t1
             hist = torch.cat(st["images"]) if st["images"] else None
             m = judge(run.images, hist)
