@@ -585,3 +585,12 @@ def test_unit_of_length_follows_a_new_reference_of_the_same_size():
     assert mem.neighbour_distance() > 5 * first
     again = NoveltyMemory.from_bytes(mem.to_bytes())
     assert again.neighbour_distance() == mem.neighbour_distance()
+
+
+def test_a_memory_learns_under_no_grad():
+    mem = NoveltyMemory(MemoryConfig(dim=4, embedder_id="e", projection=0, steps_per_observe=3))
+    mem.set_reference(torch.randn(32, 4, generator=torch.Generator().manual_seed(0)))
+    before = [p.clone() for p in mem.net.parameters()]
+    with torch.no_grad():  # diffusers pipelines run their whole call so
+        mem.observe(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, mem.net.parameters())) and mem.n_seen == 8

@@ -196,10 +196,12 @@ class NoveltyMemory:
         return float(loss.detach())
 
     def _step(self, logit_fn, opt, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """One Adam step of binary cross-entropy towards ``target`` (labels, or soft proximities)."""
-        loss = F.binary_cross_entropy_with_logits(logit_fn(x), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        """One Adam step of binary cross-entropy towards ``target`` (labels, or soft proximities); it learns also when
+        called under ``torch.no_grad()`` (as diffusers pipelines run)."""
+        with torch.enable_grad():
+            loss = F.binary_cross_entropy_with_logits(logit_fn(x), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         return loss
 

@@ -1,0 +1,1 @@
+"""Layer 10: noveltynets inside other frameworks (diffusers)."""
