@@ -199,7 +199,8 @@ def _as_terms(guide) -> list[GuidanceTerm]:
 def open_session(model, config: SamplingConfig | None = None, guide=(), filter=None, memory: str | None = None,
                  store: MemoryStore | str | Path | None = None, embedder: Embedder | str | None = None, negatives: str | None = None,
                  pool_size: int = 128, scope: str = "user", memory_config: dict | None = None, owner: int | None = None,
-                 learn: bool = True, settings: dict | None = None, show_progress: bool = False) -> Session:
+                 learn: bool = True, settings: dict | None = None, show_progress: bool = False,
+                 reference: torch.Tensor | None = None) -> Session:
     """A session of ``model`` with ``config``, guidance terms ``guide`` (specs such as ``"novelty:scale=2"`` or terms) and
     ``filter`` (a spec or a :class:`~noveltynets.filters.Filter`).
 
@@ -210,7 +211,8 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
     (an index into :func:`history_owners`). ``embedder`` (a spec or an Embedder) is a novelty memory's
     (default: an existing memory's own, else pooled pixels); a new memory's ``negatives`` are ``"real"``,
     ``"pool"`` (``pool_size`` unguided samples) or ``"jitter"``, its ``memory_config`` any
-    :class:`~noveltynets.memory.MemoryConfig` fields. ``learn=False`` guides without ever teaching the history.
+    :class:`~noveltynets.memory.MemoryConfig` fields; ``reference`` (N, dim) embeddings, if given, are a new memory's
+    negatives instead (e.g. a diffusers pipeline's own unguided samples). ``learn=False`` guides without ever teaching the history.
     ``settings`` is recorded with every observed sample (default: the sampling config and the terms)."""
     from .guidance import NoveltyGuidance
 
@@ -248,7 +250,7 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
     else:
         embedder = chosen.history_embedder(model)
     history, version, pool_seconds = _open_history(st, memory, chosen, model, embedder, config, negatives, pool_size, scope,
-                                                   memory_config, show_progress)
+                                                   memory_config, show_progress, reference)
     settings = settings if settings is not None else {
         "class": config.klass, "cfg": config.cfg_used, "steps": config.steps, "scheduler": config.scheduler,
         "guidance": [t.to_dict() for t in terms], "filter": filt.to_dict() if filt else None}
@@ -257,13 +259,17 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
 
 
 def _open_history(store: MemoryStore, name: str | None, owner, model, embedder: Embedder, config: SamplingConfig,
-                  negatives: str | None, pool_size: int, scope: str, memory_config: dict | None, show_progress: bool):
+                  negatives: str | None, pool_size: int, scope: str, memory_config: dict | None, show_progress: bool,
+                  reference: torch.Tensor | None = None):
     """(history, version, seconds spent making a reference pool): ``name`` loaded, or a new history (stored under ``name``)."""
     kind = owner.history_kind
     if name is not None and store.exists(name):
         return (*store.load(name, config.device, embedder.id, model.model_id, kind=kind), 0.0)
     pool_seconds = 0.0
-    if kind == "novelty":
+    if kind == "novelty" and reference is not None:  # negatives given by the caller
+        history = new_memory(embedder, model.model_id, config.device, trajectory=False, **{"negatives": "pool", **(memory_config or {})})
+        history.set_reference(reference)
+    elif kind == "novelty":
         negatives = default_negatives(model, negatives)
         cfg = {"negatives": negatives, **(memory_config or {})}
         proximity = cfg.get("target", "proximity") == "proximity" and negatives != "jitter"

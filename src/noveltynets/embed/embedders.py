@@ -39,6 +39,17 @@ class PooledPixels(Embedder):
         return F.adaptive_avg_pool2d(x0.clamp(-1, 1), self.size).flatten(1)
 
 
+class PooledLatents(Embedder):
+    """Average-pool latents (any range, ``channels`` of them) to ``size``×``size``: a latent-diffusion pipeline's
+    memory without a VAE decode per step."""
+
+    def __init__(self, size: int = 8, channels: int = 4):
+        self.size, self.dim, self.id = size, channels * size * size, f"pooled-latents:{size}"
+
+    def __call__(self, x0):
+        return F.adaptive_avg_pool2d(x0, self.size).flatten(1)
+
+
 class MultiScalePooled(Embedder):
     """Pooled pixels at several sizes, concatenated (coarse layout and finer strokes)."""
 
@@ -101,6 +112,9 @@ def embedder_from_spec(spec: str, model=None) -> Embedder:
     try:
         if kind == "pooled-pixels":
             return PooledPixels(int(arg) if arg else 8)
+        if kind == "pooled-latents":  # the channels are the denoiser's
+            channels = model.unet.config.in_channels if model is not None else 4
+            return PooledLatents(int(arg) if arg else 8, channels)
         if kind == "multiscale-pooled":
             return MultiScalePooled(tuple(int(s) for s in arg.split(",")) if arg else (2, 4, 8))
         if kind == "denoiser-mid":
@@ -110,4 +124,5 @@ def embedder_from_spec(spec: str, model=None) -> Embedder:
             return DenoiserFeatures(model.unet, model.model_id, t)
     except ValueError:
         raise NoveltynetsError(f"bad embedder spec {spec!r}") from None
-    raise NoveltynetsError(f"unknown embedder {spec!r}; known: pooled-pixels[:N], multiscale-pooled[:a,b,c], denoiser-mid[:t=T]")
+    raise NoveltynetsError(f"unknown embedder {spec!r}; known: pooled-pixels[:N], pooled-latents[:N], multiscale-pooled[:a,b,c], "
+                           "denoiser-mid[:t=T]")

@@ -81,32 +81,33 @@ class GuidedModel:
 
     def _guided(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         progress = extra["i"] / extra["num_steps"]
-        active = [term for term in self.terms if term.active(progress)]
-        renoising = [term for term in self.terms if term.renoises(progress)]
-        if not active and not renoising:
+        if not any(term.active(progress) or term.renoises(progress) for term in self.terms):
             with torch.no_grad():
                 return self.eps_model(x, t, extra)
         a = self.alphas_cumprod.to(x.device)[t].view(-1, *[1] * (x.dim() - 1))
         info = {**extra, "x": x, "t": t, "alpha_bar": a}
+        if self.grad_mode == "exact" and any(term.space == "x0" and term.active(progress) for term in self.terms):
+            return self._exact(x, t, extra, a, info)
+        with torch.no_grad():
+            eps = self.eps_model(x, t, extra)
+        return self.correct(x, eps, a, info)
+
+    def correct(self, x: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, info: dict,
+                grad_x: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The guided eps for the model's ``eps`` at x_t = ``x`` with ᾱ_t = ``a`` (broadcastable to x), cheap mode
+        (∇_{x_t} ≈ ∇_{x̂0} / sqrt(ᾱ_t)) unless ``grad_x`` (the x̂0 terms' ∇_{x_t}, exact mode) is given; ``info`` holds
+        the step (``i``, ``num_steps``) and what the terms read. With a re-noise request: ``(eps, rho)``.
+        Any sampler that can say where it is (ᾱ_t, or its equivalent, see noveltynets.integrations.diffusers) uses it."""
+        progress = info["i"] / info["num_steps"]
+        active = [term for term in self.terms if term.active(progress)]
+        renoising = [term for term in self.terms if term.renoises(progress)]
         on_x0 = [term for term in active if term.space == "x0"]
         on_xt = [term for term in active if term.space == "xt"]
-        if not on_x0:
-            with torch.no_grad():
-                eps = self.eps_model(x, t, extra)
+        if grad_x is None:
             grad_x = torch.zeros_like(x)
-        elif self.grad_mode == "x0":
-            with torch.no_grad():
-                eps = self.eps_model(x, t, extra)
-            x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            grad_x = self._term_grads(x0_hat, on_x0, {**info, "eps": eps}) / a.sqrt()
-        else:
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                eps = self.eps_model(x_in, t, extra)
-                x0_hat = (x_in - (1 - a).sqrt() * eps) / a.sqrt()
-                g0 = self._term_grads(x0_hat, on_x0, {**info, "eps": eps.detach()})
-                grad_x = torch.autograd.grad(x0_hat, x_in, grad_outputs=g0)[0]
-            eps = eps.detach()
+            if on_x0:
+                x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
+                grad_x = self._term_grads(x0_hat, on_x0, {**info, "eps": eps}) / a.sqrt()
         if on_xt:  # x_t-space terms (noise-conditioned classifiers) give ∇_{x_t} directly
             grad_x = grad_x + self._term_grads(x, on_xt, {**info, "eps": eps})
         if active:
@@ -117,3 +118,15 @@ class GuidedModel:
             if rhos:
                 return eps, torch.stack(rhos).amax(0).clamp(0, 1)
         return eps
+
+    def _exact(self, x, t, extra, a, info):
+        """Exact mode: ∇_{x_t} = (∂x̂0/∂x_t)ᵀ ∇_{x̂0}, one backward pass through the denoiser."""
+        progress = extra["i"] / extra["num_steps"]
+        on_x0 = [term for term in self.terms if term.active(progress) and term.space == "x0"]
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            eps = self.eps_model(x_in, t, extra)
+            x0_hat = (x_in - (1 - a).sqrt() * eps) / a.sqrt()
+            g0 = self._term_grads(x0_hat, on_x0, {**info, "eps": eps.detach()})
+            grad_x = torch.autograd.grad(x0_hat, x_in, grad_outputs=g0)[0]
+        return self.correct(x, eps.detach(), a, info, grad_x)
