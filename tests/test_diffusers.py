@@ -9,7 +9,8 @@ from noveltynets.errors import NoveltynetsError
 from noveltynets.integrations.diffusers import NoveltyDDIMPipeline
 from noveltynets.models import load_model
 from noveltynets.sampling import SamplingConfig, sample
-from noveltynets.session import open_session
+from noveltynets.guidance import PointGuidance
+from noveltynets.session import open_session, parse_guide
 
 STEPS = 6
 
@@ -67,3 +68,128 @@ def test_bad_calls_are_clear(pipe):
         pipe(class_labels=1, seeds=[0], generator=[torch.Generator()], num_inference_steps=STEPS)
     with pytest.raises(NoveltynetsError, match="output_type"):
         pipe(class_labels=1, seeds=[0], num_inference_steps=STEPS, output_type="jpeg")
+
+
+# -- any pipeline: tiny random components built in code -------------------------------------------------------------
+from diffusers import DDIMPipeline, DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel  # noqa: E402
+
+from noveltynets.integrations.diffusers import NoveltyPipelineWrapper, SchedulerAdapter  # noqa: E402
+
+
+def _unet(num_class_embeds=None, channels=4):
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       num_class_embeds=num_class_embeds).eval().requires_grad_(False)
+
+
+class TinyCFGPipeline(DDIMPipeline):
+    """Class-conditional latent loop in the shape of StableDiffusionPipeline's: [uncond, cond] in one batch of 2B."""
+
+    @property
+    def do_classifier_free_guidance(self):
+        return self._guidance_scale > 1
+
+    @torch.no_grad()
+    def __call__(self, labels, generator, guidance_scale=3.0, num_inference_steps=5):
+        self._guidance_scale, self.preds = guidance_scale, []
+        latents = torch.stack([torch.randn(4, 8, 8, generator=g) for g in generator]) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps)
+        labels = torch.tensor(labels)
+        for t in self.scheduler.timesteps:
+            cfg = self.do_classifier_free_guidance
+            x = torch.cat([latents] * 2) if cfg else latents
+            x = self.scheduler.scale_model_input(x, t)
+            y = torch.cat([torch.full_like(labels, 10), labels]) if cfg else labels
+            pred = self.unet(x, t, class_labels=y).sample
+            if cfg:
+                u, c = pred.chunk(2)
+                pred = u + guidance_scale * (c - u)
+            self.preds = [*getattr(self, "preds", []), pred]
+            latents = self.scheduler.step(pred, t, latents).prev_sample
+        return type("Out", (), {"images": latents})()
+
+
+def _gens(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.mark.parametrize("scheduler", [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler])
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_any_pipeline_novelty_changes_output_scale_0_changes_nothing_memory_grows(tmp_path, scheduler, cfg):
+    pipe = TinyCFGPipeline(_unet(11), scheduler())
+    call = dict(labels=[1, 2], guidance_scale=cfg, num_inference_steps=5)
+    plain = pipe(generator=_gens([0, 1]), **call).images
+    zero = NoveltyPipelineWrapper(pipe, terms=[parse_guide("novelty:scale=0")])
+    assert torch.equal(zero(generator=_gens([0, 1]), **call).images, plain)  # scale 0: bit for bit
+    nv = NoveltyPipelineWrapper(pipe)
+    s = nv.open_session(memory="m", store=tmp_path / "s.sqlite", reference_n=8, reference_kwargs={**call, "labels": [1] * 8})
+    first = nv(generator=_gens([0, 1]), **call).images
+    assert s.info()["n_seen"] == 2 and s.info()["embedder"] == "pooled-latents:8"
+    second = nv(generator=_gens([0, 1]), **call).images
+    assert s.info()["n_seen"] == 4
+    assert not torch.allclose(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()  # pushed, call after call
+    assert torch.isfinite(second).all()
+    assert pipe.unet.forward.__func__ is UNet2DModel.forward  # the patch is gone after the call
+
+
+def test_under_cfg_the_combined_prediction_carries_the_correction_once():
+    def first_pred(wrapped: bool, cfg: float):
+        pipe = TinyCFGPipeline(_unet(11), DDIMScheduler())
+        run = NoveltyPipelineWrapper(pipe, terms=[PointGuidance(scale=1.0, target=1.0)]) if wrapped else pipe
+        run(labels=[3], generator=_gens([5]), guidance_scale=cfg, num_inference_steps=3)
+        return pipe.preds[0]  # the combined prediction of the first step (the same x_t in all four runs)
+
+    with_cfg = first_pred(True, 3.0) - first_pred(False, 3.0)
+    without = first_pred(True, 1.0) - first_pred(False, 1.0)
+    # u + w(c − u) with both halves corrected by δ is the plain combination plus δ: the correction acts once
+    assert torch.allclose(with_cfg, without, atol=1e-5) and with_cfg.abs().max() > 1e-3
+
+
+def test_scheduler_adapter_round_trips_every_prediction_and_flow_matching():
+    from diffusers import DDPMScheduler
+
+    x0, n = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    sig = torch.tensor([0.9, 0.5, 0.1]).view(-1, 1, 1, 1)
+    xt, v = (1 - sig) * x0 + sig * n, n - x0
+    ad = SchedulerAdapter(FlowMatchEulerDiscreteScheduler())
+    for t in (sig.flatten(), sig.flatten() * 1000):  # Flux passes σ, SD3 σ·1000
+        eps, x_vp, a = ad.to_eps(v, xt, t)
+        assert torch.allclose(eps, n, atol=1e-5) and torch.allclose((x_vp - (1 - a).sqrt() * eps) / a.sqrt(), x0, atol=1e-4)
+        assert torch.allclose(ad.from_eps(eps, xt, t), v, atol=1e-4)
+    for kind in ("epsilon", "v_prediction", "sample"):
+        sch = DDPMScheduler(prediction_type=kind)
+        t = torch.tensor([900, 500, 100])
+        a = sch.alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * n
+        pred = {"epsilon": n, "v_prediction": a.sqrt() * n - (1 - a).sqrt() * x0, "sample": x0}[kind]
+        ad = SchedulerAdapter(sch)
+        assert torch.allclose(ad.to_eps(pred, xt, t)[0], n, atol=1e-4) and torch.allclose(ad.from_eps(n, xt, t), pred, atol=1e-4)
+    with pytest.raises(NoveltynetsError, match="not served"):
+        SchedulerAdapter(type("Odd", (), {"config": {"prediction_type": "epsilon"}})())
+
+
+class TinyFlowPipeline(DDIMPipeline):
+    """A flow-matching loop in the shape of SD3's: the denoiser predicts v at timestep σ·1000."""
+
+    @torch.no_grad()
+    def __call__(self, generator, num_inference_steps=5):
+        latents = torch.stack([torch.randn(4, 8, 8, generator=g) for g in generator])
+        self.scheduler.set_timesteps(num_inference_steps)
+        for t in self.scheduler.timesteps:
+            v = self.unet(latents, t.expand(len(latents))).sample
+            latents = self.scheduler.step(v, t, latents).prev_sample
+        return type("Out", (), {"images": latents})()
+
+
+def test_a_flow_matching_pipeline_is_guided_and_learns(tmp_path):
+    pipe = TinyFlowPipeline(_unet(), FlowMatchEulerDiscreteScheduler())
+    plain = pipe(generator=_gens([0, 1]), num_inference_steps=4).images
+    assert torch.equal(NoveltyPipelineWrapper(pipe, terms=[parse_guide("novelty:scale=0")])(generator=_gens([0, 1]),
+                                                                                                num_inference_steps=4).images, plain)
+    nv = NoveltyPipelineWrapper(pipe)
+    s = nv.open_session(memory=None, store=tmp_path / "s.sqlite", reference_n=8, reference_kwargs={"num_inference_steps": 4})
+    first = nv(generator=_gens([0, 1]), num_inference_steps=4).images
+    second = nv(generator=_gens([0, 1]), num_inference_steps=4).images
+    assert s.info()["n_seen"] == 4 and torch.isfinite(second).all()
+    assert not torch.allclose(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()

@@ -1,4 +1,18 @@
-"""noveltynets in diffusers: a native pipeline for class-conditional UNets such as the shipped model.
+"""noveltynets in diffusers: any pipeline's denoiser guided by a session, and a native pipeline for the shipped model.
+
+Any pipeline (a UNet or a transformer denoiser whose first two arguments are the latents and the timestep)::
+
+    from noveltynets.integrations.diffusers import NoveltyPipelineWrapper
+    nv = NoveltyPipelineWrapper(pipe)                           # e.g. a StableDiffusionPipeline
+    nv.open_session(guide=["novelty"], memory="faces", store="memories.sqlite", reference_kwargs=dict(prompt_embeds=...))
+    images = nv(prompt_embeds=..., num_inference_steps=30).images   # guided; the memory learns the final latents
+
+The wrapper patches the denoiser's ``forward`` for the duration of each call only; its correction is made in
+the equivalent variance-preserving coordinates (:class:`SchedulerAdapter`: ε-, v- and sample-prediction
+DDPM-family schedulers, and flow matching, x̂0 = x_t − σ·v) and added once to both halves of the pipeline's CFG
+batch, so the combined prediction carries it once.
+
+The shipped model, diffusers-native:
 
     from noveltynets.integrations.diffusers import NoveltyDDIMPipeline
     pipe = NoveltyDDIMPipeline.from_noveltynets()                 # the shipped model (or any model folder)
@@ -21,6 +35,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 
 from ..errors import NoveltynetsError
+from ..embed import PooledLatents
 from ..models.unet import NULL_CLASS, DiffusionModel, load_model
 from ..sampling import CFGDenoiser, GuidedModel, SamplingConfig, generate
 from ..sampling.loop import SCHEDULERS, make_scheduler
@@ -125,3 +140,164 @@ def _seeds(seeds, generator, class_labels) -> list[int]:
         return [int(s) for s in seeds]
     n = len(class_labels) if isinstance(class_labels, (list, tuple)) else 1
     return [int(s) for s in np.random.SeedSequence().generate_state(n)]  # fresh, like diffusers without a generator
+
+
+class SchedulerAdapter:
+    """What guidance needs from a diffusers scheduler: the prediction ↔ eps conversion at x_t in variance-preserving
+    coordinates (x_vp = sqrt(ᾱ)·x̂0 + sqrt(1 − ᾱ)·eps) and ᾱ_t. Flow matching (x_t = (1 − σ)·x0 + σ·n, v = n − x0)
+    maps to ᾱ = (1 − σ)² / ((1 − σ)² + σ²) with x_vp = x_t / sqrt((1 − σ)² + σ²) and eps = n."""
+
+    def __init__(self, scheduler):
+        name = type(scheduler).__name__
+        self.flow = "FlowMatch" in name
+        if self.flow:
+            self.n_train = int(scheduler.config.get("num_train_timesteps", 1000))
+        elif hasattr(scheduler, "alphas_cumprod") and scheduler.config.get("prediction_type", "epsilon") in ("epsilon", "v_prediction", "sample"):
+            self.alphas_cumprod, self.prediction = scheduler.alphas_cumprod.float(), scheduler.config.get("prediction_type", "epsilon")
+        else:
+            raise NoveltynetsError(f"{name} ({scheduler.config.get('prediction_type', '?')} prediction) is not served: "
+                                   "DDPM-family schedulers with epsilon, v_prediction or sample prediction, or flow matching")
+
+    def _coords(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ᾱ_t, the scale s with x_vp = x / s), each (B, 1, ...)."""
+        shape = (-1, *[1] * (x.dim() - 1))
+        if self.flow:
+            sigma = (t if float(t.max()) <= 1 + 1e-6 else t / self.n_train).float().view(shape)  # Flux passes σ, SD3 σ·1000
+            s = ((1 - sigma) ** 2 + sigma ** 2).sqrt()
+            return ((1 - sigma) / s) ** 2, s
+        ac = self.alphas_cumprod.to(x.device)
+        lo = t.float().clamp(0, len(ac) - 1)  # a fractional timestep (Karras sigmas) interpolates ᾱ
+        i = lo.floor().long()
+        a = ac[i] + (ac[(i + 1).clamp(max=len(ac) - 1)] - ac[i]) * (lo - i)
+        return a.view(shape), torch.ones_like(a).view(shape)
+
+    def to_eps(self, pred: torch.Tensor, x: torch.Tensor, t: torch.Tensor):
+        """(eps, x_vp, ᾱ) for the denoiser's prediction ``pred`` at ``x``."""
+        a, s = self._coords(x, t)
+        if self.flow:  # n = x_t + (1 − σ)·v, and 1 − σ = sqrt(ᾱ)·s
+            return x + a.sqrt() * s * pred, x / s, a
+        if self.prediction == "epsilon":
+            return pred, x, a
+        if self.prediction == "v_prediction":
+            return a.sqrt() * pred + (1 - a).sqrt() * x, x, a
+        return (x - a.sqrt() * pred) / (1 - a).sqrt(), x, a
+
+    def from_eps(self, eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser's kind of prediction for ``eps`` at ``x`` (the inverse of :meth:`to_eps`)."""
+        a, s = self._coords(x, t)
+        x_vp = x / s
+        x0 = (x_vp - (1 - a).sqrt() * eps) / a.sqrt()
+        if self.flow:
+            return eps - x0
+        if self.prediction == "epsilon":
+            return eps
+        if self.prediction == "v_prediction":
+            return a.sqrt() * eps - (1 - a).sqrt() * x0
+        return x0
+
+
+class NoveltyPipelineWrapper:
+    """A diffusers pipeline whose denoiser's predictions carry a session's guidance terms, call after call.
+
+    ``nv(**pipeline_kwargs)`` runs the pipeline with the denoiser (``pipe.unet`` or ``pipe.transformer``) patched for
+    that call: at each step its prediction is turned into eps at x_t (:class:`SchedulerAdapter`), corrected by
+    :meth:`noveltynets.sampling.GuidedModel.correct` (the cheap x̂0 mode; no backward pass through the denoiser) and
+    turned back. Under the pipeline's classifier-free guidance (``pipe.do_classifier_free_guidance``) the correction is
+    computed on the conditional half and added to both halves. After the call the terms see the final latents
+    (``on_samples_end``): the memory learns them. Terms that change the conditioning (CADS) are not served."""
+
+    def __init__(self, pipe, session=None, terms=()):
+        self.pipe, self.session = pipe, session
+        self.denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        if self.denoiser is None:
+            raise NoveltynetsError(f"{type(pipe).__name__} has neither a unet nor a transformer to guide")
+        self.extra_terms = list(terms)
+
+    @property
+    def terms(self) -> list:
+        return [*(self.session.terms if self.session is not None else ()), *self.extra_terms]
+
+    def open_session(self, guide=("novelty",), memory: str | None = None, store=None, embedder: str = "pooled-latents:8",
+                     reference_n: int = 32, reference_kwargs: dict | None = None, **kwargs):
+        """A session for this pipeline (latent embedder by default, no decode per step). A new novelty memory's
+        reference is ``reference_n`` of the pipeline's own unguided final latents (``reference_kwargs`` for its calls,
+        seeds 10¹²…), made only when the memory does not exist yet."""
+        from ..embed import embedder_from_spec
+        from ..memory.store import MemoryStore
+        from ..session import POOL_SEED_BASE, open_session
+
+        model = _PipelineModel(self.pipe, self.denoiser)
+        emb = embedder_from_spec(embedder, model)
+        st = store if isinstance(store, MemoryStore) else MemoryStore(store)
+        reference = None
+        if memory is None or not st.exists(memory):  # reference_kwargs must ask for reference_n images (batch_size, prompts...)
+            gens = [torch.Generator(device="cpu").manual_seed(POOL_SEED_BASE + i) for i in range(reference_n)]
+            with torch.no_grad():
+                reference = emb(self._final_latents(lambda: self.pipe(**{**(reference_kwargs or {}), "generator": gens})))
+        self.session = open_session(model, SamplingConfig(device=str(self.denoiser.device)), guide, memory=memory, store=st,
+                                    embedder=emb, reference=reference, **kwargs)
+        return self.session
+
+    def __call__(self, *args, **kwargs):
+        terms = self.terms
+        if not terms:
+            return self.pipe(*args, **kwargs)
+        guided = GuidedModel(None, terms, torch.ones(1))
+        adapter, scheduler = SchedulerAdapter(self.pipe.scheduler), self.pipe.scheduler
+        original = self.denoiser.forward
+
+        def forward(sample, timestep, *a, **kw):
+            out = original(sample, timestep, *a, **kw)
+            pred = out[0] if isinstance(out, tuple) else out.sample
+            t = torch.as_tensor(timestep, device=sample.device).float().flatten().expand(len(sample))
+            halves = bool(getattr(self.pipe, "do_classifier_free_guidance", False)) and len(sample) % 2 == 0
+            n = len(sample) // 2 if halves else 0
+            x, p, tt = sample[n:].float(), pred[n:].float(), t[n:]
+            eps, x_vp, a = adapter.to_eps(p, x, tt)
+            timesteps = scheduler.timesteps
+            i = int((timesteps.to(t.device).float() - float(t[0])).abs().argmin())
+            info = {"i": i, "num_steps": len(timesteps), "x": x_vp, "t": tt, "alpha_bar": a, "seeds": [None] * len(x)}
+            new = guided.correct(x_vp, eps, a, info)
+            new = new[0] if isinstance(new, tuple) else new  # re-noising is the sampler's: not served here
+            delta = (adapter.from_eps(new, x, tt) - p).to(pred.dtype)
+            pred = pred + (torch.cat([delta, delta]) if halves else delta)
+            return (pred, *out[1:]) if isinstance(out, tuple) else type(out)(sample=pred)
+
+        guided.start_batch()
+        self.denoiser.forward = forward
+        try:
+            out = {}
+            latents = self._final_latents(lambda: out.setdefault("out", self.pipe(*args, **kwargs)))
+        finally:
+            del self.denoiser.forward  # back to the class's method
+        guided.end_batch(latents, {"seeds": [None] * len(latents)})
+        return out["out"]
+
+    def _final_latents(self, call) -> torch.Tensor:
+        """Run ``call()`` (a pipeline call) and return the latents its scheduler's last step made."""
+        scheduler, final = self.pipe.scheduler, {}
+        step = scheduler.step
+
+        def record_step(*a, **kw):
+            res = step(*a, **kw)
+            final["latents"] = res[0] if isinstance(res, tuple) else res.prev_sample
+            return res
+
+        scheduler.step = record_step
+        try:
+            call()
+        finally:
+            del scheduler.step
+        if "latents" not in final:
+            raise NoveltynetsError(f"{type(self.pipe).__name__} made no scheduler step: nothing to observe")
+        return final["latents"].float()
+
+
+class _PipelineModel:
+    """What a session needs to know of a pipeline's model: an id and its denoiser."""
+
+    trained_here = False
+
+    def __init__(self, pipe, denoiser):
+        self.unet = denoiser
+        self.model_id = f"{Path(str(getattr(pipe.config, '_name_or_path', '') or type(pipe).__name__)).name}@pipeline"
