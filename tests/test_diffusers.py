@@ -42,8 +42,9 @@ def test_a_session_guides_and_learns_through_the_pipeline(pipe, model, tmp_path)
         second = pipe(seeds=[0, 1, 2, 3], novelty=s, **kw).images
         assert s.info()["n_seen"] == 8
     config = SamplingConfig(klass=7, steps=STEPS, batch_size=2)
-    with open_session(model, config, ["novelty"], memory="m2", store=store) as s2:  # the sampler, the same way
-        assert torch.equal(first, sample(model, [0, 1, 2, 3], config, s2.terms).images)
+    with open_session(model, config, ["novelty"], memory="m2", store=store) as s2:  # the sampler, the same way, twice:
+        assert torch.equal(first, sample(model, [0, 1, 2, 3], config, s2.terms).images)  # so run after run (the keep
+        assert torch.equal(second, sample(model, [0, 1, 2, 3], config, s2.terms).images)  # protocol) gives the CLI's numbers
     # on the same seeds a fresh memory makes the first call's images again; this one remembers them and moves every image
     assert ((second - first).flatten(1).norm(dim=1) > 1.0).all(), (second - first).flatten(1).norm(dim=1)
 
