@@ -194,3 +194,40 @@ def test_a_flow_matching_pipeline_is_guided_and_learns(tmp_path):
     second = nv(generator=_gens([0, 1]), num_inference_steps=4).images
     assert s.info()["n_seen"] == 4 and torch.isfinite(second).all()
     assert not torch.allclose(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()
+
+
+def _tiny_sd(scheduler):
+    """A real StableDiffusionPipeline of tiny random components (no tokenizer: prompts come as embeddings)."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                cross_attention_dim=16, norm_num_groups=4, attention_head_dim=2).eval()
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, sample_size=16).eval()
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
+                                        vocab_size=100)).eval()
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=scheduler.from_config(
+        {"clip_sample": False}), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+@pytest.mark.parametrize("scheduler", [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler])
+@pytest.mark.parametrize("cfg", [1.0, 7.5])
+def test_a_real_stable_diffusion_pipeline_is_guided_call_after_call(tmp_path, scheduler, cfg):
+    pipe = _tiny_sd(scheduler)
+    embeds = lambda n, seed: torch.randn(n, 5, 16, generator=torch.Generator().manual_seed(seed))
+    call = dict(prompt_embeds=embeds(2, 0), negative_prompt_embeds=torch.zeros(2, 5, 16), num_inference_steps=3, height=16,
+                width=16, guidance_scale=cfg, output_type="latent", return_dict=True)  # latents: a random VAE saturates
+    run = lambda p: p(generator=_gens([0, 1]), **call).images
+    plain = run(pipe)
+    assert torch.equal(run(NoveltyPipelineWrapper(pipe, terms=[parse_guide("novelty:scale=0")])), plain)  # bit for bit
+    nv = NoveltyPipelineWrapper(pipe)
+    # the memory part alone (the batch part's default strength is calibrated for pixels in [-1, 1], see docs/DIFFUSERS.md)
+    s = nv.open_session(guide=["novelty:batch_weight=0"], memory="sd", store=tmp_path / "s.sqlite", reference_n=4,
+                        reference_kwargs={**call, "prompt_embeds": embeds(4, 1), "negative_prompt_embeds": torch.zeros(4, 5, 16)})
+    first, second = run(nv), run(nv)
+    assert torch.equal(first, plain)  # an empty memory pushes nothing
+    assert s.info()["n_seen"] == 4 and torch.isfinite(second).all()
+    assert ((second - first).flatten(1).norm(dim=1) > 1).all()  # the second call is pushed from the first's latents
