@@ -3,9 +3,9 @@
     python benchmarks/diffusers_overhead.py > docs/benchmarks/diffusers/overhead.log
 
 Interleaved repetitions of plain vs guided calls on the same seeds: the shipped-model pipeline
-(NoveltyDDIMPipeline, 32 sevens, 25 DDIM steps, a session memory learning each call) and a tiny
-random latent pipeline through NoveltyPipelineWrapper (where the denoiser costs almost nothing, so
-the ratio is an upper bound)."""
+(NoveltyDDIMPipeline, 32 sevens, 25 DDIM steps, a session memory learning each call), a tiny
+random latent pipeline and a tiny random StableDiffusionPipeline through NoveltyPipelineWrapper (where
+the denoiser costs almost nothing, so the ratio is an upper bound)."""
 
 import json
 import sys
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from tests.test_diffusers import TinyCFGPipeline, _gens, _unet  # noqa: E402
+from tests.test_diffusers import TinyCFGPipeline, _gens, _tiny_sd, _unet  # noqa: E402
 
 from noveltynets.integrations.diffusers import NoveltyDDIMPipeline, NoveltyPipelineWrapper  # noqa: E402
 from diffusers import DDIMScheduler  # noqa: E402
@@ -50,6 +50,17 @@ def main():
         guided = timed(lambda: nv(generator=_gens(range(16)), **call))
         rows.append({"pipeline": "tiny random latent UNet with CFG (wrapper), 16 x 25 steps", "plain_s": plain, "novelty_s": guided,
                      "ratio": guided / plain})
+        sd = _tiny_sd(DDIMScheduler)
+        nv = NoveltyPipelineWrapper(sd)
+        emb = torch.randn(16, 5, 16, generator=torch.Generator().manual_seed(0))
+        call = dict(prompt_embeds=emb, negative_prompt_embeds=torch.zeros(16, 5, 16), num_inference_steps=25, height=16, width=16,
+                    output_type="latent")
+        nv.open_session(guide=["novelty:batch_weight=0"], memory=None, store=Path(d) / "sd.sqlite", reference_n=16, reference_kwargs=call)
+        sd.set_progress_bar_config(disable=True)
+        plain = timed(lambda: sd(generator=_gens(range(16)), **call))
+        guided = timed(lambda: nv(generator=_gens(range(16)), **call))
+        rows.append({"pipeline": "tiny random StableDiffusionPipeline, CFG 7.5 (wrapper, memory part), 16 x 25 steps", "plain_s": plain,
+                     "novelty_s": guided, "ratio": guided / plain})
     for r in rows:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
 
