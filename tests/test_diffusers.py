@@ -231,3 +231,21 @@ def test_a_real_stable_diffusion_pipeline_is_guided_call_after_call(tmp_path, sc
     assert torch.equal(first, plain)  # an empty memory pushes nothing
     assert s.info()["n_seen"] == 4 and torch.isfinite(second).all()
     assert ((second - first).flatten(1).norm(dim=1) > 1).all()  # the second call is pushed from the first's latents
+
+
+def test_a_failed_call_leaves_the_pipeline_as_it_was_and_odd_schedulers_are_refused():
+    pipe = TinyCFGPipeline(_unet(11), DDIMScheduler())
+    nv = NoveltyPipelineWrapper(pipe, terms=[PointGuidance(scale=1.0, target=1.0)])
+    with pytest.raises(TypeError):
+        nv(labels=[1], generator=_gens([0]), no_such_argument=1)
+    assert "forward" not in vars(pipe.unet) and "step" not in vars(pipe.scheduler)  # no patch left behind
+    assert torch.equal(pipe(labels=[1], generator=_gens([0])).images, TinyCFGPipeline(_unet(11), DDIMScheduler())(
+        labels=[1], generator=_gens([0])).images)
+    from diffusers import DDPMScheduler
+
+    odd = TinyCFGPipeline(_unet(11), DDPMScheduler(prediction_type="v_prediction"))
+    odd.scheduler.register_to_config(prediction_type="flow")  # a prediction the adapter does not know
+    with pytest.raises(NoveltynetsError, match="not served"):
+        NoveltyPipelineWrapper(odd, terms=[PointGuidance()])(labels=[1], generator=_gens([0]))
+    with pytest.raises(NoveltynetsError, match="neither a unet nor a transformer"):
+        NoveltyPipelineWrapper(object())
