@@ -72,7 +72,7 @@ def test_bad_calls_are_clear(pipe):
 
 
 # -- any pipeline: tiny random components built in code -------------------------------------------------------------
-from diffusers import DDIMPipeline, DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel  # noqa: E402
+from diffusers import DDIMPipeline, DDIMScheduler, DiffusionPipeline, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel  # noqa: E402
 
 from noveltynets.integrations.diffusers import NoveltyPipelineWrapper, SchedulerAdapter  # noqa: E402
 
@@ -249,3 +249,55 @@ def test_a_failed_call_leaves_the_pipeline_as_it_was_and_odd_schedulers_are_refu
         NoveltyPipelineWrapper(odd, terms=[PointGuidance()])(labels=[1], generator=_gens([0]))
     with pytest.raises(NoveltynetsError, match="neither a unet nor a transformer"):
         NoveltyPipelineWrapper(object())
+
+
+class TinySD3Pipeline(DDIMPipeline):
+    """SD3's denoising loop in small: a real SD3Transformer2DModel called by keyword, flow matching, [uncond, cond] CFG."""
+
+    def __init__(self, transformer, scheduler):
+        DiffusionPipeline.__init__(self)
+        self.register_modules(transformer=transformer, scheduler=scheduler)
+
+    @property
+    def do_classifier_free_guidance(self):
+        return self._guidance_scale > 1
+
+    @torch.no_grad()
+    def __call__(self, generator, guidance_scale=4.0, num_inference_steps=4):
+        self._guidance_scale = guidance_scale
+        latents = torch.stack([torch.randn(4, 8, 8, generator=g) for g in generator])
+        text = torch.randn(len(latents), 3, 8, generator=torch.Generator().manual_seed(0))
+        pooled = torch.randn(len(latents), 8, generator=torch.Generator().manual_seed(1))
+        self.scheduler.set_timesteps(num_inference_steps)
+        for t in self.scheduler.timesteps:
+            cfg = self.do_classifier_free_guidance
+            x = torch.cat([latents] * 2) if cfg else latents
+            ctx = torch.cat([torch.zeros_like(text), text]) if cfg else text
+            pool = torch.cat([torch.zeros_like(pooled), pooled]) if cfg else pooled
+            v = self.transformer(hidden_states=x, timestep=t.expand(len(x)), encoder_hidden_states=ctx, pooled_projections=pool,
+                                 return_dict=False)[0]
+            if cfg:
+                u, c = v.chunk(2)
+                v = u + guidance_scale * (c - u)
+            latents = self.scheduler.step(v, t, latents).prev_sample
+        return type("Out", (), {"images": latents})()
+
+
+@pytest.mark.parametrize("cfg", [1.0, 4.0])
+def test_a_real_sd3_transformer_called_by_keyword_is_guided(tmp_path, cfg):
+    from diffusers import DiffusionPipeline, SD3Transformer2DModel  # noqa: F401 (DiffusionPipeline: TinySD3Pipeline's base)
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=4,
+                                        num_attention_heads=2, joint_attention_dim=8, caption_projection_dim=8, pooled_projection_dim=8,
+                                        pos_embed_max_size=8).eval()
+    pipe = TinySD3Pipeline(transformer, FlowMatchEulerDiscreteScheduler(shift=3.0))
+    run = lambda p: p(generator=_gens([0, 1]), guidance_scale=cfg).images
+    plain = run(pipe)
+    assert torch.equal(run(NoveltyPipelineWrapper(pipe, terms=[parse_guide("novelty:scale=0")])), plain)
+    nv = NoveltyPipelineWrapper(pipe)
+    s = nv.open_session(guide=["novelty:batch_weight=0"], memory=None, store=tmp_path / "s.sqlite", reference_n=4,
+                        reference_kwargs={"guidance_scale": cfg})
+    first, second = run(nv), run(nv)
+    assert torch.equal(first, plain) and s.info()["n_seen"] == 4 and torch.isfinite(second).all()
+    assert ((second - first).flatten(1).norm(dim=1) > 0).all()

@@ -163,6 +163,7 @@ class SchedulerAdapter:
         shape = (-1, *[1] * (x.dim() - 1))
         if self.flow:
             sigma = (t if float(t.max()) <= 1 + 1e-6 else t / self.n_train).float().view(shape)  # Flux passes σ, SD3 σ·1000
+            sigma = sigma.clamp(max=1 - 1e-4)  # σ = 1 (pure noise, ᾱ = 0) has no x̂0 direction to correct along
             s = ((1 - sigma) ** 2 + sigma ** 2).sqrt()
             return ((1 - sigma) / s) ** 2, s
         ac = self.alphas_cumprod.to(x.device)
@@ -246,20 +247,24 @@ class NoveltyPipelineWrapper:
         adapter, scheduler = SchedulerAdapter(self.pipe.scheduler), self.pipe.scheduler
         original = self.denoiser.forward
 
-        def forward(sample, timestep, *a, **kw):
-            out = original(sample, timestep, *a, **kw)
+        def forward(*a, **kw):  # UNets take (sample, timestep, ...), SD3/Flux transformers hidden_states=, timestep= by keyword
+            out = original(*a, **kw)
+            sample = kw["hidden_states"] if "hidden_states" in kw else kw["sample"] if "sample" in kw else a[0]
+            timestep = kw["timestep"] if "timestep" in kw else a[1]
             pred = out[0] if isinstance(out, tuple) else out.sample
             t = torch.as_tensor(timestep, device=sample.device).float().flatten().expand(len(sample))
             halves = bool(getattr(self.pipe, "do_classifier_free_guidance", False)) and len(sample) % 2 == 0
             n = len(sample) // 2 if halves else 0
-            x, p, tt = sample[n:].float(), pred[n:].float(), t[n:]
-            eps, x_vp, a = adapter.to_eps(p, x, tt)
             timesteps = scheduler.timesteps
             i = int((timesteps.to(t.device).float() - float(t[0])).abs().argmin())
+            if not any(term.active(i / len(timesteps)) for term in terms):
+                return out  # nothing acts at this step: the prediction as it is, bit for bit
+            x, p, tt = sample[n:].float(), pred[n:].float(), t[n:]
+            eps, x_vp, a = adapter.to_eps(p, x, tt)
             info = {"i": i, "num_steps": len(timesteps), "x": x_vp, "t": tt, "alpha_bar": a, "seeds": [None] * len(x)}
             new = guided.correct(x_vp, eps, a, info)
             new = new[0] if isinstance(new, tuple) else new  # re-noising is the sampler's: not served here
-            delta = (adapter.from_eps(new, x, tt) - p).to(pred.dtype)
+            delta = (adapter.from_eps(new, x, tt) - adapter.from_eps(eps, x, tt)).to(pred.dtype)  # no correction: exactly 0
             pred = pred + (torch.cat([delta, delta]) if halves else delta)
             return (pred, *out[1:]) if isinstance(out, tuple) else type(out)(sample=pred)
 
