@@ -285,7 +285,7 @@ class TinySD3Pipeline(DDIMPipeline):
 
 @pytest.mark.parametrize("cfg", [1.0, 4.0])
 def test_a_real_sd3_transformer_called_by_keyword_is_guided(tmp_path, cfg):
-    from diffusers import DiffusionPipeline, SD3Transformer2DModel  # noqa: F401 (DiffusionPipeline: TinySD3Pipeline's base)
+    from diffusers import SD3Transformer2DModel
 
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=4,
