@@ -202,7 +202,7 @@ class KeepBench:
             log(row)
 
     def _run_one(self, m: Method, label, klass, r: int, judge: Judge, plain_seconds: float | None) -> dict:
-        n, model = self.cfg.n, self.model
+        n = self.cfg.n
         seeds = list(range((r - 1) * n, r * n))
         built = m.build(self.ctx, klass)
         owners = history_owners(*_split(built))

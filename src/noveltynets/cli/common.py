@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import math
 import os
 import re
 import shutil
@@ -16,7 +15,6 @@ from pathlib import Path
 import typer
 
 from ..errors import NoveltynetsError
-from ..spec import in_range as _in_range  # noqa: F401  (the one range check, SamplingConfig's too)
 
 
 def _fail(message: str) -> None:

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from ..errors import NoveltynetsError
-from .common import DeviceOpt, ProgressOpt, _check_class, _device, _in_range, friendly
+from ..spec import in_range
+from .common import DeviceOpt, ProgressOpt, _check_class, _device, friendly
 from .output import atomic_output
 
 minority_app = typer.Typer(no_args_is_help=True, help="Minority guidance (Um & Ye, ICLR 2024): score real images' uniqueness.")
@@ -114,7 +115,7 @@ def minority_train_cmd(
 
     if steps < 1 or batch_size < 1:
         raise NoveltynetsError("--steps and --batch-size must be positive")
-    _in_range("--lr", lr, 0, 1, lo_open=True)
+    in_range("--lr", lr, 0, 1, lo_open=True)
     dev = _device(device)
     try:
         z = np.load(scores)

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from ..errors import NoveltynetsError
-from .common import _device, _in_range, friendly
+from ..spec import in_range
+from .common import _device, friendly
 
 
 @friendly
@@ -27,7 +28,7 @@ def train_model_cmd(
 
     if steps <= 0 or batch_size <= 0:
         raise NoveltynetsError("--steps and --batch-size must be positive")
-    _in_range("--lr", lr, 0, 1, lo_open=True)
+    in_range("--lr", lr, 0, 1, lo_open=True)
     train_model(out, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed), device=_device(device), show_progress=progress)
     typer.echo(f"model written to {out}")
 
@@ -67,7 +68,7 @@ def check_model_cmd(
     from ..models import load_model
     from ..models.embedder import load_eval_embedder
 
-    _in_range("--cfg", cfg, 0, 100)
+    in_range("--cfg", cfg, 0, 100)
     if per_class < 1 or n_uncond < 0 or steps < 1 or batch_size < 1:
         raise NoveltynetsError("--per-class, --steps and --batch-size must be positive, --n-uncond non-negative")
     dev = _device(device)
