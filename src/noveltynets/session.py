@@ -29,6 +29,7 @@ from .embed import DEFAULT_EMBEDDER, Embedder, embedder_from_spec, spec_of
 from .errors import NoveltynetsError
 from .filters import Filter, parse_filter
 from .memory.store import MemoryStore, new_memory
+from .models.unet import NULL_CLASS
 from .sampling import SampleRun, SamplingConfig, sample
 from .sampling.term import REGISTRY, GuidanceTerm
 from .spec import parse_spec
@@ -78,12 +79,20 @@ def reference_pool(store: MemoryStore, model, embedder: Embedder, config: Sampli
                    show_progress: bool = False) -> torch.Tensor:
     """Embeddings of ``size`` unguided samples with ``config`` (and of their x̂0 at ``trajectory_steps``),
     made once and cached in the store."""
+    return _cached_pool(store, model, embedder, config, size, trajectory_steps, show_progress)[0]
+
+
+def _cached_pool(store: MemoryStore, model, embedder: Embedder, config: SamplingConfig, size: int, trajectory_steps=(),
+                 show_progress: bool = False) -> tuple[torch.Tensor, float]:
+    """:func:`reference_pool` and the seconds spent making it (0 when it came from the store)."""
     key = pool_key(model, embedder, config, size, trajectory_steps)
     cached = store.pool(key)
-    if cached is None:
-        cached = pool_run(model, embedder, range(POOL_SEED_BASE, POOL_SEED_BASE + size), config, trajectory_steps, show_progress)
-        store.put_pool(key, cached)
-    return cached
+    if cached is not None:
+        return cached, 0.0
+    t0 = time.perf_counter()
+    made = pool_run(model, embedder, range(POOL_SEED_BASE, POOL_SEED_BASE + size), config, trajectory_steps, show_progress)
+    store.put_pool(key, made)
+    return made, time.perf_counter() - t0
 
 
 def real_reference(embedder: Embedder, klass: int | None) -> torch.Tensor:
@@ -112,11 +121,12 @@ class Session:
 
     def __init__(self, model, config: SamplingConfig, terms: list, filt: Filter | None, owner=None, history=None,
                  embedder: Embedder | None = None, store: MemoryStore | None = None, name: str | None = None,
-                 version: int | None = None, learn: bool = True, settings: dict | None = None, pool_seconds: float = 0.0):
+                 version: int | None = None, learn: bool = True, settings: dict | None = None, pool_seconds: float = 0.0,
+                 owns_store: bool = False):
         self.model, self.config, self.terms, self.filter = model, config, terms, filt
         self.owner, self.history, self.embedder, self.store, self.name = owner, history, embedder, store, name
         self.version = self.version_before = version
-        self.learn, self.settings, self.pool_seconds = learn, settings or {}, pool_seconds
+        self.learn, self.settings, self.pool_seconds, self.owns_store = learn, settings or {}, pool_seconds, owns_store
         if owner is not None:
             owner.attach(history, self.observe_embeddings, embedder)
 
@@ -131,7 +141,7 @@ class Session:
         t0 = time.perf_counter()
         with progress_bar(len(seeds), f"{self.filter.name} (kept)", enabled=show_progress) as advance:
             fr = self.filter.run(lambda s: sample(self.model, s, self.config, self.terms).images, seeds, self.config.batch_size, advance)
-        klass = self.config.klass if self.config.klass is not None else _null_class()
+        klass = self.config.klass if self.config.klass is not None else NULL_CLASS
         return SampleRun(fr.images, fr.seeds, [klass] * len(seeds), [time.perf_counter() - t0], generated=fr.generated)
 
     def observe(self, images: torch.Tensor, info: dict | None = None) -> None:
@@ -176,7 +186,8 @@ class Session:
         return getattr(self.history, "device", self.config.device)
 
     def close(self) -> None:
-        if self.store is not None:
+        """Close the store if the session opened it (a :class:`MemoryStore` passed in stays open for its owner)."""
+        if self.owns_store and self.store is not None:
             self.store.close()
 
     def __enter__(self) -> "Session":
@@ -184,12 +195,6 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _null_class() -> int:
-    from .models.unet import NULL_CLASS
-
-    return NULL_CLASS
 
 
 def _as_terms(guide) -> list[GuidanceTerm]:
@@ -254,8 +259,8 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
     settings = settings if settings is not None else {
         "class": config.klass, "cfg": config.cfg_used, "steps": config.steps, "scheduler": config.scheduler,
         "guidance": [t.to_dict() for t in terms], "filter": filt.to_dict() if filt else None}
-    return Session(model, config, terms, filt, chosen, history, embedder, st if memory is not None else None, memory, version,
-                   learn, settings, pool_seconds)
+    return Session(model, config, terms, filt, chosen, history, embedder, st, memory, version,
+                   learn, settings, pool_seconds, owns_store=not isinstance(store, MemoryStore))
 
 
 def _open_history(store: MemoryStore, name: str | None, owner, model, embedder: Embedder, config: SamplingConfig,
@@ -277,11 +282,9 @@ def _open_history(store: MemoryStore, name: str | None, owner, model, embedder: 
         traj = owner.observed_steps(config.steps) if observes and negatives == "pool" else []  # the pool's x̂0 at those steps
         history = new_memory(embedder, model.model_id, config.device, trajectory=observes, **cfg)
         if negatives == "pool":
-            t0 = time.perf_counter()
-            cached = store.pool(pool_key(model, embedder, config, pool_size, traj)) is not None
             pool_config = config.replace(batch_size=max(config.batch_size, 64))  # the same images in fewer, larger batches
-            history.set_reference(reference_pool(store, model, embedder, pool_config, pool_size, traj, show_progress), n_final=pool_size)
-            pool_seconds = 0.0 if cached else time.perf_counter() - t0
+            pool, pool_seconds = _cached_pool(store, model, embedder, pool_config, pool_size, traj, show_progress)
+            history.set_reference(pool, n_final=pool_size)
         elif negatives == "real":
             history.set_reference(real_reference(embedder, config.klass))
     else:
