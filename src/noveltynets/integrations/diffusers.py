@@ -35,7 +35,6 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 
 from ..errors import NoveltynetsError
-from ..embed import PooledLatents
 from ..models.unet import NULL_CLASS, DiffusionModel, load_model
 from ..sampling import CFGDenoiser, GuidedModel, SamplingConfig, generate
 from ..sampling.loop import SCHEDULERS, make_scheduler
@@ -66,9 +65,9 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         """The pipeline's UNet and training schedule as a noveltynets model (for sessions and reference pools)."""
         model = getattr(self, "_noveltynets_model", None)
         if model is None or model.unet is not self.unet:
-            path = Path(getattr(self.config, "_name_or_path", "") or "diffusers-pipeline")
             train = {k: v for k, v in self.scheduler.config.items() if not k.startswith("_")}
-            model = DiffusionModel(self.unet, train, f"{path.name}@pipeline", path)
+            path = Path(str(getattr(self.config, "_name_or_path", "") or "diffusers-pipeline"))
+            model = DiffusionModel(self.unet, train, _pipeline_id(self, "diffusers-pipeline"), path)
             self._noveltynets_model = model
         return model
 
@@ -105,6 +104,8 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         a list of ``torch.Generator``, one per image, whose initial seeds are used) fix each image's noise;
         ``novelty``: a session whose terms guide and whose history learns the images; ``guidance``: further terms.
         ``output_type``: "pil", "np" (N, H, W, C) in [0, 1] or "pt" (N, C, H, W) in [-1, 1]."""
+        if output_type not in ("pil", "np", "pt"):  # before any sampling
+            raise NoveltynetsError(f"output_type must be pil, np or pt, got {output_type!r}")
         seeds = _seeds(seeds, generator, class_labels)
         labels = class_labels if isinstance(class_labels, (list, tuple)) else [class_labels] * len(seeds)
         if len(labels) != len(seeds):
@@ -115,9 +116,8 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         terms = [*(novelty.terms if novelty is not None else ()), *guidance]
         if terms:
             eps_model = GuidedModel(eps_model, terms, self.scheduler.alphas_cumprod)
-        c = self.unet.config
-        run = generate(eps_model, self._scheduler_factory(num_inference_steps), seeds, classes,
-                       (c.in_channels, c.sample_size, c.sample_size), batch_size, eta=eta, device=self.device)
+        run = generate(eps_model, self._scheduler_factory(num_inference_steps), seeds, classes, self.as_model().image_shape,
+                       batch_size, eta=eta, device=self.device)
         images = run.images
         if output_type == "pt":
             out = images
@@ -125,8 +125,6 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
             out = ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
             if output_type == "pil":
                 out = self.numpy_to_pil(out)
-            elif output_type != "np":
-                raise NoveltynetsError(f"output_type must be pil, np or pt, got {output_type!r}")
         return ImagePipelineOutput(images=out) if return_dict else (out,)
 
 
@@ -176,12 +174,14 @@ class SchedulerAdapter:
         """(eps, x_vp, ᾱ) for the denoiser's prediction ``pred`` at ``x``."""
         a, s = self._coords(x, t)
         if self.flow:  # n = x_t + (1 − σ)·v, and 1 − σ = sqrt(ᾱ)·s
-            return x + a.sqrt() * s * pred, x / s, a
-        if self.prediction == "epsilon":
-            return pred, x, a
-        if self.prediction == "v_prediction":
-            return a.sqrt() * pred + (1 - a).sqrt() * x, x, a
-        return (x - a.sqrt() * pred) / (1 - a).sqrt(), x, a
+            eps = x + a.sqrt() * s * pred
+        elif self.prediction == "epsilon":
+            eps = pred
+        elif self.prediction == "v_prediction":
+            eps = a.sqrt() * pred + (1 - a).sqrt() * x
+        else:
+            eps = (x - a.sqrt() * pred) / (1 - a).sqrt()
+        return eps, x / s, a
 
     def from_eps(self, eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The denoiser's kind of prediction for ``eps`` at ``x`` (the inverse of :meth:`to_eps`)."""
@@ -304,5 +304,9 @@ class _PipelineModel:
     trained_here = False
 
     def __init__(self, pipe, denoiser):
-        self.unet = denoiser
-        self.model_id = f"{Path(str(getattr(pipe.config, '_name_or_path', '') or type(pipe).__name__)).name}@pipeline"
+        self.unet, self.model_id = denoiser, _pipeline_id(pipe, type(pipe).__name__)
+
+
+def _pipeline_id(pipe, fallback: str) -> str:
+    """``<folder the pipeline was loaded from, else fallback>@pipeline``: the model id of a pipeline's memories."""
+    return f"{Path(str(getattr(pipe.config, '_name_or_path', '') or fallback)).name}@pipeline"
