@@ -129,9 +129,13 @@ def test_any_pipeline_novelty_changes_output_scale_0_changes_nothing_memory_grow
     assert s.info()["n_seen"] == 2 and s.info()["embedder"] == "pooled-latents:8"
     second = nv(generator=_gens([0, 1]), **call).images
     assert s.info()["n_seen"] == 4
-    assert not torch.allclose(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()  # pushed, call after call
+    # the default guide is the memory part alone: an empty memory pushes nothing, a memory of the first call does
+    assert torch.equal(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()
     assert torch.isfinite(second).all()
     assert pipe.unet.forward.__func__ is UNet2DModel.forward  # the patch is gone after the call
+    batch = NoveltyPipelineWrapper(pipe)  # the in-batch part, asked for, acts from the first call
+    batch.open_session(guide=["novelty:batch_weight=1"], store=tmp_path / "s.sqlite", reference_n=8, reference_kwargs={**call, "labels": [1] * 8})
+    assert not torch.allclose(batch(generator=_gens([0, 1]), **call).images, plain)
 
 
 def test_under_cfg_the_combined_prediction_carries_the_correction_once():
@@ -193,7 +197,7 @@ def test_a_flow_matching_pipeline_is_guided_and_learns(tmp_path):
     first = nv(generator=_gens([0, 1]), num_inference_steps=4).images
     second = nv(generator=_gens([0, 1]), num_inference_steps=4).images
     assert s.info()["n_seen"] == 4 and torch.isfinite(second).all()
-    assert not torch.allclose(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()
+    assert torch.equal(first, plain) and ((second - first).flatten(1).norm(dim=1) > 0).all()
 
 
 def _tiny_sd(scheduler):
@@ -239,6 +243,11 @@ def test_a_failed_call_leaves_the_pipeline_as_it_was_and_odd_schedulers_are_refu
     with pytest.raises(TypeError):
         nv(labels=[1], generator=_gens([0]), no_such_argument=1)
     assert "forward" not in vars(pipe.unet) and "step" not in vars(pipe.scheduler)  # no patch left behind
+    own = lambda *a, **kw: UNet2DModel.forward(pipe.unet, *a, **kw)  # an instance's own forward (accelerate's offload hook)
+    pipe.unet.forward = own
+    nv(labels=[1], generator=_gens([0]))
+    assert vars(pipe.unet)["forward"] is own  # is put back, not dropped
+    del pipe.unet.forward
     assert torch.equal(pipe(labels=[1], generator=_gens([0])).images, TinyCFGPipeline(_unet(11), DDIMScheduler())(
         labels=[1], generator=_gens([0])).images)
     from diffusers import DDPMScheduler
@@ -251,53 +260,127 @@ def test_a_failed_call_leaves_the_pipeline_as_it_was_and_odd_schedulers_are_refu
         NoveltyPipelineWrapper(object())
 
 
-class TinySD3Pipeline(DDIMPipeline):
-    """SD3's denoising loop in small: a real SD3Transformer2DModel called by keyword, flow matching, [uncond, cond] CFG."""
+def _tiny_vae(latent_channels=4):
+    from diffusers import AutoencoderKL
 
-    def __init__(self, transformer, scheduler):
-        DiffusionPipeline.__init__(self)
-        self.register_modules(transformer=transformer, scheduler=scheduler)
-
-    @property
-    def do_classifier_free_guidance(self):
-        return self._guidance_scale > 1
-
-    @torch.no_grad()
-    def __call__(self, generator, guidance_scale=4.0, num_inference_steps=4):
-        self._guidance_scale = guidance_scale
-        latents = torch.stack([torch.randn(4, 8, 8, generator=g) for g in generator])
-        text = torch.randn(len(latents), 3, 8, generator=torch.Generator().manual_seed(0))
-        pooled = torch.randn(len(latents), 8, generator=torch.Generator().manual_seed(1))
-        self.scheduler.set_timesteps(num_inference_steps)
-        for t in self.scheduler.timesteps:
-            cfg = self.do_classifier_free_guidance
-            x = torch.cat([latents] * 2) if cfg else latents
-            ctx = torch.cat([torch.zeros_like(text), text]) if cfg else text
-            pool = torch.cat([torch.zeros_like(pooled), pooled]) if cfg else pooled
-            v = self.transformer(hidden_states=x, timestep=t.expand(len(x)), encoder_hidden_states=ctx, pooled_projections=pool,
-                                 return_dict=False)[0]
-            if cfg:
-                u, c = v.chunk(2)
-                v = u + guidance_scale * (c - u)
-            latents = self.scheduler.step(v, t, latents).prev_sample
-        return type("Out", (), {"images": latents})()
+    torch.manual_seed(0)
+    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                         latent_channels=latent_channels, norm_num_groups=4, sample_size=16).eval()
 
 
-@pytest.mark.parametrize("cfg", [1.0, 4.0])
-def test_a_real_sd3_transformer_called_by_keyword_is_guided(tmp_path, cfg):
-    from diffusers import SD3Transformer2DModel
+def _tiny_sd3():
+    """A real StableDiffusion3Pipeline of tiny random components (no text encoders: prompts come as embeddings)."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=4,
                                         num_attention_heads=2, joint_attention_dim=8, caption_projection_dim=8, pooled_projection_dim=8,
                                         pos_embed_max_size=8).eval()
-    pipe = TinySD3Pipeline(transformer, FlowMatchEulerDiscreteScheduler(shift=3.0))
-    run = lambda p: p(generator=_gens([0, 1]), guidance_scale=cfg).images
+    none = dict.fromkeys(["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3"])
+    pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_tiny_vae(), **none)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_flux():
+    """A real FluxPipeline of tiny random components: packed (B, tokens, 4C) latents, σ as the timestep."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=4,
+                                         num_attention_heads=2, joint_attention_dim=8, pooled_projection_dim=8, axes_dims_rope=(0, 2, 2)).eval()
+    none = dict.fromkeys(["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"])
+    pipe = FluxPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae(), **none)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _text(n, seed, length=3, dim=8):
+    g = torch.Generator().manual_seed(seed)
+    return dict(prompt_embeds=torch.randn(n, length, dim, generator=g), pooled_prompt_embeds=torch.randn(n, dim, generator=g))
+
+
+def _negative(n, length=3, dim=8):
+    return dict(negative_prompt_embeds=torch.zeros(n, length, dim), negative_pooled_prompt_embeds=torch.zeros(n, dim))
+
+
+@pytest.mark.parametrize("cfg", [1.0, 4.0])
+def test_a_real_sd3_pipeline_is_guided_call_after_call(tmp_path, cfg):
+    pipe = _tiny_sd3()
+    call = dict(**_text(2, 0), **_negative(2), guidance_scale=cfg, num_inference_steps=4, height=16, width=16, output_type="latent")
+    run = lambda p: p(generator=_gens([0, 1]), **call).images
     plain = run(pipe)
     assert torch.equal(run(NoveltyPipelineWrapper(pipe, terms=[parse_guide("novelty:scale=0")])), plain)
     nv = NoveltyPipelineWrapper(pipe)
-    s = nv.open_session(guide=["novelty:batch_weight=0"], memory=None, store=tmp_path / "s.sqlite", reference_n=4,
-                        reference_kwargs={"guidance_scale": cfg})
+    s = nv.open_session(memory=None, store=tmp_path / "s.sqlite", reference_n=4,
+                        reference_kwargs={**call, **_text(4, 1), **_negative(4)})
     first, second = run(nv), run(nv)
     assert torch.equal(first, plain) and s.info()["n_seen"] == 4 and torch.isfinite(second).all()
     assert ((second - first).flatten(1).norm(dim=1) > 0).all()
+
+
+def _first_prediction(scheduler, call) -> torch.Tensor:
+    """The model output the scheduler's first step gets in ``call()``."""
+    seen, step = [], scheduler.step
+    scheduler.step = lambda out, *a, **kw: (seen.append(out.clone()), step(out, *a, **kw))[1]
+    try:
+        call()
+    finally:
+        del scheduler.step
+    return seen[0]
+
+
+def test_a_real_flux_pipeline_packed_latents_true_cfg_carries_the_correction_once(tmp_path):
+    pipe = _tiny_flux()
+    call = dict(**_text(2, 0), num_inference_steps=3, height=16, width=16, output_type="latent")
+    run = lambda p, **kw: p(generator=_gens([0, 1]), **call, **kw).images
+    plain = run(pipe)
+    assert plain.shape == (2, 16, 16)  # packed: 4×4 tokens of 2×2 patches of 4 channels
+    assert torch.equal(run(NoveltyPipelineWrapper(pipe, terms=[parse_guide("novelty:scale=0")])), plain)
+    nv = NoveltyPipelineWrapper(pipe)
+    s = nv.open_session(memory="flux", store=tmp_path / "s.sqlite", reference_n=4, reference_kwargs={**call, **_text(4, 1)})
+    assert s.info()["embedder"] == "pooled-latents:8" and s.history.config.dim == 4 * 8 * 8  # unpacked: 4 channels
+    first, second = run(nv), run(nv)
+    assert torch.equal(first, plain) and s.info()["n_seen"] == 4 and ((second - first).flatten(1).norm(dim=1) > 0).all()
+    # true CFG calls the transformer twice a step (prompt, then negative prompt) at the same latents: both get the one
+    # correction, so neg + w·(pos − neg) carries it once, as without CFG
+    point = NoveltyPipelineWrapper(pipe, terms=[PointGuidance(scale=1.0, target=1.0)])
+    true_cfg = dict(**_negative(2), true_cfg_scale=3.0)
+    shift = lambda **kw: _first_prediction(pipe.scheduler, lambda: run(point, **kw)) - _first_prediction(pipe.scheduler, lambda: run(pipe, **kw))
+    with_cfg, without = shift(**true_cfg), shift()
+    assert torch.allclose(with_cfg, without, atol=1e-5) and with_cfg.abs().max() > 1e-3
+
+
+def test_cads_noises_the_text_condition_of_a_wrapped_pipeline_and_renoising_is_refused(tmp_path):
+    pipe = _tiny_sd3()
+    call = dict(**_text(2, 0), **_negative(2), guidance_scale=4.0, num_inference_steps=4, height=16, width=16, output_type="latent")
+    run = lambda p: p(generator=_gens([0, 1]), **call).images
+    plain = run(pipe)
+    cads = parse_guide("cads")
+    assert cads.changes_condition() and not PointGuidance().changes_condition()
+    noisy = run(NoveltyPipelineWrapper(pipe, terms=[cads]))
+    assert not torch.allclose(noisy, plain) and torch.equal(noisy, run(NoveltyPipelineWrapper(pipe, terms=[cads])))  # seeded
+    assert torch.equal(run(NoveltyPipelineWrapper(pipe, terms=[parse_guide("cads:scale=0")])), plain)  # bit for bit
+    nv = NoveltyPipelineWrapper(pipe)
+    nv.open_session(guide=["novelty:renoise_rho=0.5"], store=tmp_path / "s.sqlite", reference_n=2, reference_kwargs=call)
+    with pytest.raises(NoveltynetsError, match="re-noising"):
+        run(nv)
+    unet = TinyCFGPipeline(_unet(11), DDIMScheduler())  # a class-label UNet has no text condition for CADS to noise
+    with pytest.raises(NoveltynetsError, match="encoder_hidden_states"):
+        NoveltyPipelineWrapper(unet, terms=[cads])(labels=[1], generator=_gens([0]), num_inference_steps=2)
+
+
+def test_a_decoded_image_embedder_guides_and_learns_through_the_vae(tmp_path):
+    pipe = _tiny_sd3()
+    torch.manual_seed(1)
+    features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.SiLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    nv = NoveltyPipelineWrapper(pipe)
+    emb = nv.decoded_embedder(features, "tiny-conv", dim=32)
+    call = dict(**_text(2, 0), num_inference_steps=4, guidance_scale=1.0, height=16, width=16, output_type="latent")
+    s = nv.open_session(memory="pixels", embedder=emb, store=tmp_path / "s.sqlite", reference_n=4, reference_kwargs={**call, **_text(4, 1)})
+    assert s.info()["embedder"] == "decoded:tiny-conv"
+    first = nv(generator=_gens([0, 1]), **call).images
+    second = nv(generator=_gens([0, 1]), **call).images
+    assert s.info()["n_seen"] == 4 and torch.isfinite(second).all() and ((second - first).flatten(1).norm(dim=1) > 0).all()
+    with pytest.raises(NoveltynetsError, match="no vae"):
+        NoveltyPipelineWrapper(TinyCFGPipeline(_unet(11), DDIMScheduler())).decoded_embedder(features, "x", 32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.attention
 import torch.nn.functional as F
 
 from ..errors import NoveltynetsError
@@ -99,6 +100,22 @@ class CallableEmbedder(Embedder):
         return self.fn(x0)
 
 
+class DecodedImages(Embedder):
+    """An image embedder (CLIP, DINO...: differentiable ``fn(images) -> (B, dim)``, images (B, 3, H, W) in [−1, 1])
+    seen through a latent pipeline's decoder ``decode(latents) -> images``: a memory of decoded images in the user's
+    own feature space. It costs a decode (and its backward pass) per guided step."""
+
+    def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor], id: str, dim: int):
+        if not id:
+            raise NoveltynetsError("a decoded-image embedder needs a non-empty id naming the image embedder")
+        self.decode, self.fn, self.id, self.dim = decode, fn, f"decoded:{id}", dim
+
+    def __call__(self, latents):
+        # guidance differentiates twice (the Gauss–Newton step): attention must take the kernel that allows it
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            return self.fn(self.decode(latents).clamp(-1, 1))
+
+
 def spec_of(embedder_id: str) -> str:
     """The spec that rebuilds the embedder with this id (a denoiser's id also names its model)."""
     if embedder_id.startswith("denoiser-mid:"):
@@ -113,7 +130,7 @@ def embedder_from_spec(spec: str, model=None) -> Embedder:
         if kind == "pooled-pixels":
             return PooledPixels(int(arg) if arg else 8)
         if kind == "pooled-latents":  # the channels are the denoiser's
-            channels = model.unet.config.in_channels if model is not None else 4
+            channels = (getattr(model, "latent_channels", None) or model.unet.config.in_channels) if model is not None else 4
             return PooledLatents(int(arg) if arg else 8, channels)
         if kind == "multiscale-pooled":
             return MultiScalePooled(tuple(int(s) for s in arg.split(",")) if arg else (2, 4, 8))

@@ -70,6 +70,18 @@ class CADSGuidance(GuidanceTerm):
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
         return torch.zeros_like(x0_hat)
 
+    def condition(self, y: torch.Tensor, info: dict) -> torch.Tensor:
+        """ŷ for the conditional rows ``y`` (B, ...; a class embedding, or a pipeline's text embeddings, each row
+        flattened) at step ``info["i"]`` of ``info["num_steps"]``; the noise of row r comes from ``info["seeds"][r]``."""
+        t = 1.0 - info["i"] / info["num_steps"]
+        gamma = cads_gamma(t, self.tau1, self.tau2)
+        if gamma >= 1.0 or self.scale == 0 or not self.start <= 1.0 - t < self.stop:
+            return y
+        flat = y.flatten(1)
+        n = torch.stack([torch.randn(flat.shape[1], generator=torch.Generator().manual_seed(derived_seed(s, info["i"], 0xCAD5)))
+                         for s in info["seeds"]]).to(flat)
+        return cads_noise(flat, n, gamma, self.noise_scale, self.psi).view_as(y)
+
     @contextlib.contextmanager
     def conditioning(self, eps_model, extra: dict):
         t = 1.0 - extra["i"] / extra["num_steps"]
@@ -80,18 +92,14 @@ class CADSGuidance(GuidanceTerm):
         if gamma >= 1.0 or self.scale == 0 or not self.start <= 1.0 - t < self.stop:
             yield
             return
-        seeds, step = extra["seeds"], extra["i"]
 
         def hook(module, inputs, y):
             labels = inputs[0]
             rows = torch.nonzero(labels != NULL_CLASS).flatten().tolist()
             if not rows:
                 return y
-            # row r of the (possibly 2B, cond first) model batch belongs to sample r mod B
-            n = torch.stack([torch.randn(y.shape[1], generator=torch.Generator().manual_seed(
-                derived_seed(seeds[r % len(seeds)], step, 0xCAD5))) for r in rows]).to(y)
-            y = y.clone()
-            y[rows] = cads_noise(y[rows], n, gamma, self.noise_scale, self.psi)
+            y = y.clone()  # row r of the (possibly 2B, cond first) model batch belongs to sample r mod B
+            y[rows] = self.condition(y[rows], {**extra, "seeds": [extra["seeds"][r % len(extra["seeds"])] for r in rows]})
             return y
 
         handle = table.register_forward_hook(hook)

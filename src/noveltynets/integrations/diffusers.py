@@ -27,6 +27,7 @@ scheduler (``pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.sched
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS, DiffusionModel, load_model
 from ..sampling import CFGDenoiser, GuidedModel, SamplingConfig, generate
+from ..sampling.term import GuidanceTerm
 from ..sampling.loop import SCHEDULERS, make_scheduler
 
 
@@ -170,6 +172,13 @@ class SchedulerAdapter:
         a = ac[i] + (ac[(i + 1).clamp(max=len(ac) - 1)] - ac[i]) * (lo - i)
         return a.view(shape), torch.ones_like(a).view(shape)
 
+    def step_index(self, t: torch.Tensor, timesteps: torch.Tensor) -> int:
+        """The index of the denoiser's timestep ``t`` among the scheduler's ``timesteps`` (Flux passes σ, not σ·1000)."""
+        ts = timesteps.to(t.device).float()
+        if self.flow and float(t.max()) <= 1 + 1e-6 and float(ts.max()) > 1 + 1e-6:
+            ts = ts / self.n_train
+        return int((ts - float(t[0])).abs().argmin())
+
     def to_eps(self, pred: torch.Tensor, x: torch.Tensor, t: torch.Tensor):
         """(eps, x_vp, ᾱ) for the denoiser's prediction ``pred`` at ``x``."""
         a, s = self._coords(x, t)
@@ -203,9 +212,12 @@ class NoveltyPipelineWrapper:
     ``nv(**pipeline_kwargs)`` runs the pipeline with the denoiser (``pipe.unet`` or ``pipe.transformer``) patched for
     that call: at each step its prediction is turned into eps at x_t (:class:`SchedulerAdapter`), corrected by
     :meth:`noveltynets.sampling.GuidedModel.correct` (the cheap x̂0 mode; no backward pass through the denoiser) and
-    turned back. Under the pipeline's classifier-free guidance (``pipe.do_classifier_free_guidance``) the correction is
-    computed on the conditional half and added to both halves. After the call the terms see the final latents
-    (``on_samples_end``): the memory learns them. Terms that change the conditioning (CADS) are not served."""
+    turned back. Terms see latents as (B, C, H, W): Flux's packed (B, tokens, 4C) latents are unpacked for them.
+    Under the pipeline's classifier-free guidance (``pipe.do_classifier_free_guidance``) the correction is computed
+    on the conditional half and added to both halves; a further call at the same step and latents (Flux's true CFG,
+    SD3's skip-layer guidance) gets the same correction, computed once. CADS noises the conditional rows'
+    ``encoder_hidden_states`` and ``pooled_projections``. After the call the terms see the final latents
+    (``on_samples_end``): the memory learns them. Re-noising terms are refused (the scheduler's steps are its own)."""
 
     def __init__(self, pipe, session=None, terms=()):
         self.pipe, self.session = pipe, session
@@ -218,23 +230,40 @@ class NoveltyPipelineWrapper:
     def terms(self) -> list:
         return [*(self.session.terms if self.session is not None else ()), *self.extra_terms]
 
-    def open_session(self, guide=("novelty",), memory: str | None = None, store=None, embedder: str = "pooled-latents:8",
-                     reference_n: int = 32, reference_kwargs: dict | None = None, **kwargs):
-        """A session for this pipeline (latent embedder by default, no decode per step). A new novelty memory's
-        reference is ``reference_n`` of the pipeline's own unguided final latents (``reference_kwargs`` for its calls,
-        seeds 10¹²…), made only when the memory does not exist yet."""
+    def decoded_embedder(self, image_embedder, id: str, dim: int):
+        """An embedder of decoded images for this pipeline's latents: ``image_embedder`` (CLIP, DINO...: differentiable,
+        (B, 3, H, W) in [−1, 1] → (B, ``dim``)) after the pipeline's VAE decoder. Pass it as ``open_session(embedder=)``:
+        the memory learns (and guidance reads) the decoded images, at the cost of a decode per guided step."""
+        from ..embed import DecodedImages
+
+        vae = getattr(self.pipe, "vae", None)
+        if vae is None:
+            raise NoveltynetsError(f"{type(self.pipe).__name__} has no vae to decode latents with")
+        scale, shift = vae.config.get("scaling_factor", 1.0) or 1.0, vae.config.get("shift_factor", 0.0) or 0.0
+
+        def decode(latents):
+            return vae.decode((latents / scale + shift).to(vae.dtype)).sample.float()
+        return DecodedImages(decode, image_embedder, id, dim)
+
+    def open_session(self, guide=("novelty:batch_weight=0",), memory: str | None = None, store=None,
+                     embedder="pooled-latents:8", reference_n: int = 32, reference_kwargs: dict | None = None, **kwargs):
+        """A session for this pipeline (latent embedder by default, no decode per step; or an :class:`Embedder`, e.g.
+        :meth:`decoded_embedder`). A new novelty memory's reference is ``reference_n`` of the pipeline's own unguided
+        final latents (``reference_kwargs`` for its calls, seeds 10¹²…), made only when the memory does not exist yet.
+        The default guide is the memory part alone: the in-batch part's strength is calibrated for pixels."""
         from ..embed import embedder_from_spec
         from ..memory.store import MemoryStore
         from ..session import POOL_SEED_BASE, open_session
 
         model = _PipelineModel(self.pipe, self.denoiser)
-        emb = embedder_from_spec(embedder, model)
+        emb = embedder_from_spec(embedder, model) if isinstance(embedder, str) else embedder
         st = store if isinstance(store, MemoryStore) else MemoryStore(store)
         reference = None
         if memory is None or not st.exists(memory):  # reference_kwargs must ask for reference_n images (batch_size, prompts...)
-            gens = [torch.Generator(device="cpu").manual_seed(POOL_SEED_BASE + i) for i in range(reference_n)]
+            call = {**(reference_kwargs or {}), "generator": [torch.Generator(device="cpu").manual_seed(POOL_SEED_BASE + i)
+                                                              for i in range(reference_n)]}
             with torch.no_grad():
-                reference = emb(self._final_latents(lambda: self.pipe(**{**(reference_kwargs or {}), "generator": gens})))
+                reference = emb(self._final_latents(lambda: self.pipe(**call), call))
         self.session = open_session(model, SamplingConfig(device=str(self.denoiser.device)), guide, memory=memory, store=st,
                                     embedder=emb, reference=reference, **kwargs)
         return self.session
@@ -243,43 +272,25 @@ class NoveltyPipelineWrapper:
         terms = self.terms
         if not terms:
             return self.pipe(*args, **kwargs)
-        guided = GuidedModel(None, terms, torch.ones(1))
-        adapter, scheduler = SchedulerAdapter(self.pipe.scheduler), self.pipe.scheduler
+        unserved = [t.name for t in terms if type(t).renoise is not GuidanceTerm.renoise and t.renoises(0.5)]
+        if unserved:
+            raise NoveltynetsError(f"re-noising ({', '.join(unserved)}: renoise_rho > 0) is not served in a wrapped pipeline")
+        step = _GuidedStep(self.pipe, terms, kwargs)
         original = self.denoiser.forward
 
         def forward(*a, **kw):  # UNets take (sample, timestep, ...), SD3/Flux transformers hidden_states=, timestep= by keyword
-            out = original(*a, **kw)
-            sample = kw["hidden_states"] if "hidden_states" in kw else kw["sample"] if "sample" in kw else a[0]
-            timestep = kw["timestep"] if "timestep" in kw else a[1]
-            pred = out[0] if isinstance(out, tuple) else out.sample
-            t = torch.as_tensor(timestep, device=sample.device).float().flatten().expand(len(sample))
-            halves = bool(getattr(self.pipe, "do_classifier_free_guidance", False)) and len(sample) % 2 == 0
-            n = len(sample) // 2 if halves else 0
-            timesteps = scheduler.timesteps
-            i = int((timesteps.to(t.device).float() - float(t[0])).abs().argmin())
-            if not any(term.active(i / len(timesteps)) for term in terms):
-                return out  # nothing acts at this step: the prediction as it is, bit for bit
-            x, p, tt = sample[n:].float(), pred[n:].float(), t[n:]
-            eps, x_vp, a = adapter.to_eps(p, x, tt)
-            info = {"i": i, "num_steps": len(timesteps), "x": x_vp, "t": tt, "alpha_bar": a, "seeds": [None] * len(x)}
-            new = guided.correct(x_vp, eps, a, info)
-            new = new[0] if isinstance(new, tuple) else new  # re-noising is the sampler's: not served here
-            delta = (adapter.from_eps(new, x, tt) - adapter.from_eps(eps, x, tt)).to(pred.dtype)  # no correction: exactly 0
-            pred = pred + (torch.cat([delta, delta]) if halves else delta)
-            return (pred, *out[1:]) if isinstance(out, tuple) else type(out)(sample=pred)
+            return step(original, a, kw)
 
-        guided.start_batch()
-        self.denoiser.forward = forward
-        try:
-            out = {}
-            latents = self._final_latents(lambda: out.setdefault("out", self.pipe(*args, **kwargs)))
-        finally:
-            del self.denoiser.forward  # back to the class's method
-        guided.end_batch(latents, {"seeds": [None] * len(latents)})
+        step.guided.start_batch()
+        out = {}
+        with _patched(self.denoiser, "forward", forward):
+            latents = self._final_latents(lambda: out.setdefault("out", self.pipe(*args, **kwargs)), kwargs)
+        step.guided.end_batch(latents, {"seeds": step.seeds if len(step.seeds) == len(latents) else [None] * len(latents)})
         return out["out"]
 
-    def _final_latents(self, call) -> torch.Tensor:
-        """Run ``call()`` (a pipeline call) and return the latents its scheduler's last step made."""
+    def _final_latents(self, call, kwargs) -> torch.Tensor:
+        """Run ``call()`` (a pipeline call with ``kwargs``) and return the latents its scheduler's last step made,
+        as (B, C, H, W)."""
         scheduler, final = self.pipe.scheduler, {}
         step = scheduler.step
 
@@ -288,14 +299,124 @@ class NoveltyPipelineWrapper:
             final["latents"] = res[0] if isinstance(res, tuple) else res.prev_sample
             return res
 
-        scheduler.step = record_step
-        try:
+        with _patched(scheduler, "step", record_step):
             call()
-        finally:
-            del scheduler.step
         if "latents" not in final:
             raise NoveltynetsError(f"{type(self.pipe).__name__} made no scheduler step: nothing to observe")
-        return final["latents"].float()
+        return _Layout(self.pipe, kwargs).unpack(final["latents"].float())
+
+
+@contextlib.contextmanager
+def _patched(obj, name: str, value):
+    """``obj.name = value`` for the block; then what was there before (an instance's own patch, e.g. accelerate's
+    offload hook on ``forward``, is put back; else the class's method shows again)."""
+    own = name in vars(obj)
+    before = vars(obj).get(name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if own:
+            setattr(obj, name, before)
+        else:
+            delattr(obj, name)
+
+
+class _GuidedStep:
+    """One wrapped call's denoiser patch: the prediction plus the terms' correction, one correction per step."""
+
+    def __init__(self, pipe, terms, kwargs):
+        self.pipe, self.terms = pipe, terms
+        self.guided = GuidedModel(None, terms, torch.ones(1))
+        self.adapter, self.layout = SchedulerAdapter(pipe.scheduler), _Layout(pipe, kwargs)
+        gens = kwargs.get("generator")
+        gens = gens if isinstance(gens, (list, tuple)) else [gens] if gens is not None else []
+        self.seeds = [int(g.initial_seed()) for g in gens]  # CADS's noise per image (a single generator: the same for all)
+        self.conditioners = [t for t in terms if t.changes_condition()]
+        self.last: dict = {}  # the latest step's index, conditional latents and correction
+
+    def __call__(self, original, a, kw):
+        sample = kw["hidden_states"] if "hidden_states" in kw else kw["sample"] if "sample" in kw else a[0]
+        timestep = kw["timestep"] if "timestep" in kw else a[1]
+        t = torch.as_tensor(timestep, device=sample.device).float().flatten().expand(len(sample))
+        timesteps = self.pipe.scheduler.timesteps
+        i = self.adapter.step_index(t, timesteps)
+        halves = bool(getattr(self.pipe, "do_classifier_free_guidance", False)) and len(sample) % 2 == 0
+        reuse = self._cached(i, sample, halves)
+        n = len(sample) // 2 if halves else 0
+        if self.conditioners and reuse is None:  # the first call of a step is the conditional one (Flux's true CFG)
+            kw = self._condition(kw, i, len(timesteps), n)
+        out = original(*a, **kw)
+        if not any(term.active(i / len(timesteps)) for term in self.terms):
+            return out  # nothing acts at this step: the prediction as it is, bit for bit
+        pred = out[0] if isinstance(out, tuple) else out.sample
+        if reuse is None:
+            reuse = self._correction(sample[n:], pred[n:], t[n:], i, len(timesteps))
+            reuse = torch.cat([reuse, reuse]) if halves else reuse
+        pred = pred + reuse.to(pred.dtype)
+        return (pred, *out[1:]) if isinstance(out, tuple) else type(out)(sample=pred)
+
+    def _cached(self, i, sample, halves):
+        """The correction already made at step ``i`` for these latents (all of them, or the conditional half), else None."""
+        if self.last.get("i") != i:
+            return None
+        x, delta = self.last["x"], self.last["delta"]
+        if sample.shape == x.shape and torch.equal(sample, x):
+            return delta
+        if halves and sample[len(sample) // 2:].shape == x.shape and torch.equal(sample[len(sample) // 2:], x):
+            return torch.cat([delta, delta])
+        return None
+
+    def _correction(self, x_t, pred, t, i, num_steps):
+        x, p = self.layout.unpack(x_t.float()), self.layout.unpack(pred.float())
+        eps, x_vp, a = self.adapter.to_eps(p, x, t)
+        info = {"i": i, "num_steps": num_steps, "x": x_vp, "t": t, "alpha_bar": a, "seeds": self.seeds or [None] * len(x)}
+        new = self.guided.correct(x_vp, eps, a, info)
+        # the difference of two conversions of the same kind: a term that changes nothing changes no bit
+        delta = self.layout.pack(self.adapter.from_eps(new, x, t) - self.adapter.from_eps(eps, x, t))
+        self.last = {"i": i, "x": x_t, "delta": delta}
+        return delta
+
+    def _condition(self, kw, i, num_steps, n):
+        """``kw`` with the conditional rows (from ``n`` on) of the text condition changed by the terms (CADS)."""
+        keys = [k for k in ("encoder_hidden_states", "pooled_projections") if isinstance(kw.get(k), torch.Tensor)]
+        if not keys:
+            raise NoveltynetsError(f"{', '.join(t.name for t in self.conditioners)} changes the condition: this denoiser is "
+                                   "called without encoder_hidden_states")
+        if not self.seeds:
+            self.seeds = [int(s) for s in torch.randint(0, 2**62, (len(kw[keys[0]]) - n,))]
+        kw = dict(kw)
+        for k in keys:
+            y = kw[k].clone()
+            rows = y[n:]
+            info = {"i": i, "num_steps": num_steps, "seeds": [self.seeds[r % len(self.seeds)] for r in range(len(rows))]}
+            for term in self.conditioners:
+                rows = term.condition(rows.float(), info).to(y.dtype)
+            y[n:] = rows
+            kw[k] = y
+        return kw
+
+
+class _Layout:
+    """Between a pipeline's latents and the (B, C, H, W) that guidance terms see: Flux-style pipelines pack 2×2
+    patches into tokens (B, H·W/4, 4C); others pass latents as they are."""
+
+    def __init__(self, pipe, kwargs):
+        self.pipe = pipe
+        self.packed = hasattr(pipe, "_unpack_latents") and hasattr(pipe, "_pack_latents")
+        if self.packed:
+            size = getattr(pipe, "default_sample_size", 128) * pipe.vae_scale_factor
+            self.hw = (kwargs.get("height") or size, kwargs.get("width") or size)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.packed or x.dim() != 3:
+            return x
+        return self.pipe._unpack_latents(x, *self.hw, self.pipe.vae_scale_factor)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.packed or x.dim() != 4:
+            return x
+        return self.pipe._pack_latents(x, *x.shape)
 
 
 class _PipelineModel:
@@ -305,6 +426,8 @@ class _PipelineModel:
 
     def __init__(self, pipe, denoiser):
         self.unet, self.model_id = denoiser, _pipeline_id(pipe, type(pipe).__name__)
+        vae = getattr(pipe, "vae", None)  # the latents' channels (a Flux transformer's in_channels are its packed tokens')
+        self.latent_channels = int(vae.config.latent_channels) if vae is not None else int(denoiser.config.in_channels)
 
 
 def _pipeline_id(pipe, fallback: str) -> str:

@@ -26,8 +26,10 @@ info)`` returns ρ (B,) in [0, 1], the share of each sample's noise to re-draw a
 version of it, so a re-noised trajectory is still one the model could have taken (DDIM with a
 per-sample eta): the sample changes course without leaving the data manifold.
 
-A term may also change what the model is conditioned on (CADS): ``conditioning(eps_model,
-extra)`` is a context manager entered around each model call; by default it does nothing.
+A term may also change what the model is conditioned on (CADS): ``condition(y, info)`` returns the
+condition (B, ...) the conditional rows see at this step (``info``: ``i``, ``num_steps``, ``seeds``), and
+``conditioning(eps_model, extra)`` is the context manager the native sampler enters around each model
+call to apply it; by default both leave the condition as it is.
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ class GuidanceTerm:
     def conditioning(self, eps_model, extra: dict):
         """A context manager entered around every model call of the run (CADS noises the condition here)."""
         return contextlib.nullcontext()
+
+    def condition(self, y: torch.Tensor, info: dict) -> torch.Tensor:
+        """The condition (B, ...) of the conditional rows at this step; by default ``y`` as it is."""
+        return y
+
+    def changes_condition(self) -> bool:
+        return type(self).condition is not GuidanceTerm.condition
 
     def reset(self) -> None:
         """Forget per-run state; called before every batch is sampled."""
