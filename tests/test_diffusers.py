@@ -72,7 +72,7 @@ def test_bad_calls_are_clear(pipe):
 
 
 # -- any pipeline: tiny random components built in code -------------------------------------------------------------
-from diffusers import DDIMPipeline, DDIMScheduler, DiffusionPipeline, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel  # noqa: E402
+from diffusers import DDIMPipeline, DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel  # noqa: E402
 
 from noveltynets.integrations.diffusers import NoveltyPipelineWrapper, SchedulerAdapter  # noqa: E402
 
