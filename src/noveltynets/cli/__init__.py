@@ -1,6 +1,7 @@
-"""The ``noveltynets`` command line: sample, bench, memory, train-model, train-embedder, check-model, minority.
+"""The ``noveltynets`` command line: sample, bench, memory, train-model, train-embedder, check-model, minority,
+serve, users.
 
-One module per command group: :mod:`.sample`, :mod:`.train`, :mod:`.bench`, :mod:`.memory` and :mod:`.minority`;
+One module per command group: :mod:`.sample`, :mod:`.train`, :mod:`.bench`, :mod:`.memory`, :mod:`.minority` and :mod:`.serve`;
 :mod:`.common` holds what they share and :mod:`.output` the whole-or-nothing output folder."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .bench import bench, bench_merge
 from .memory import memory_app
 from .minority import minority_app
 from .sample import sample
+from .serve import serve, users_app
 from .train import check_model_cmd, train_embedder_cmd, train_model_cmd
 
 __all__ = ["app", "main"]
@@ -26,6 +28,8 @@ app.command("bench")(bench)
 app.command("bench-merge")(bench_merge)
 app.add_typer(memory_app, name="memory")
 app.add_typer(minority_app, name="minority")
+app.command("serve")(serve)
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:
