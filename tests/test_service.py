@@ -1,17 +1,27 @@
 """The HTTP service over real HTTP: a `noveltynets serve` process on loopback, httpx clients (issue 22)."""
 
-import concurrent.futures as futures
-import time
-import subprocess
-import sys
-
 import pytest
 
-from noveltynets.memory.store import MemoryStore
-
-from .service_helpers import Server, add_user, wait_job
+from .service_helpers import Server, add_user, kill_loop, load_run, wait_job
 
 FAST = {"class": 7, "n": 2, "steps": 3}
+
+
+def test_near_dup_vs_history_is_the_metrics_rule_on_the_new_rows():
+    import numpy as np
+    import torch
+
+    from noveltynets import metrics
+    from noveltynets.service.app import near_dup_vs_history
+
+    rng = np.random.default_rng(0)
+    hist, new = rng.normal(size=(30, 6)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
+    new[3] = hist[4] + 1e-3  # a near-copy of history, and one of an earlier new image
+    new[7] = new[1] + 1e-3
+    d = metrics.nearest_earlier_distance(torch.from_numpy(np.concatenate([hist, new])))[30:]
+    for tau in (0.01, float(np.median(d)), 10.0):
+        assert near_dup_vs_history(new, hist, tau) == pytest.approx(float((d < tau).mean()))
+    assert near_dup_vs_history(new, np.zeros((0, 6), np.float32), 0.01) == pytest.approx(1 / 9)  # only new[7]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +29,7 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("service")
     store = d / "m.sqlite"
     tokens = {name: add_user(store, name) for name in ("alice", "bob")}
-    srv = Server(store, "--max-n", "16", "--workers", "2").start()
+    srv = Server(store, "--max-n", "16", "--workers", "2", cli=True).start()  # the console command itself
     srv.tokens = tokens
     yield srv
     srv.stop()
@@ -50,6 +60,8 @@ def test_generate_job_images_memory_round_trip(alice):
     info = alice.get("/v1/memories/sevens").json()
     assert info["n_seen"] == 4 and info["images"] == 4 and info["class"] == 7 and info["bytes"] > 0 and len(info["recent_near_dup"]) == 2
     assert "sevens" in [m["name"] for m in alice.get("/v1/memories").json()["memories"]]
+    listed = alice.get("/v1/jobs").json()["jobs"]
+    assert {done["id"], again["id"]} <= {j["id"] for j in listed} and all(j["status"] == "done" for j in listed if j["id"] in {done["id"], again["id"]})
 
 
 def test_progress_events_stream_until_the_job_ends(alice):
@@ -83,10 +95,10 @@ def test_users_are_isolated_404_not_403(alice, bob):
 
 def test_the_service_wide_memory_is_fed_by_everyone_and_read_as_counts_only(alice, bob):
     before = alice.get("/v1/memories/service").json()["n_seen"]
-    for c in (alice, bob):
-        assert wait_job(c, c.post("/v1/generate", json={**FAST, "scope": "service"}).json()["job"])["status"] == "done"
-    info = bob.get("/v1/memories/service").json()
-    assert info["n_seen"] == before + 4 and set(info) == {"name", "n_seen", "bytes", "classes", "updated"}
+    for c, body in ((alice, {"scope": "service"}), (bob, {"memory": "own"}), (bob, {"scope": "session", "guide": []})):
+        assert wait_job(c, c.post("/v1/generate", json={**FAST, **body}).json()["job"])["status"] == "done"
+    info = bob.get("/v1/memories/service").json()  # guided by it or not, every job's images
+    assert info["n_seen"] == before + 6 and set(info) == {"name", "n_seen", "bytes", "classes", "updated"}
     assert alice.delete("/v1/memories/service").status_code == 403
     assert alice.post("/v1/memories/service/reset").status_code == 403
 
@@ -142,14 +154,13 @@ def test_a_full_queue_answers_429_and_a_restart_keeps_finished_jobs(tmp_path):
     srv = Server(store, "--workers", "1", "--max-queue", "1").start()
     try:
         with srv.client(token) as c:
-            codes = [c.post("/v1/generate", json={"class": 1, "n": 2, "steps": 40, "memory": "q"}).status_code for _ in range(4)]
+            # one worker busy with the first, one pending: the next ones are refused until the queue drains
+            replies = [c.post("/v1/generate", json={"class": 1, "n": 2, "steps": 30, "memory": "q"}) for _ in range(4)]
+            codes = [r.status_code for r in replies]
             assert codes[0] == 202 and 429 in codes, codes
-            r = c.post("/v1/generate", json={"class": 1, "n": 2, "steps": 40, "memory": "q"})
-            if r.status_code == 429:
-                assert "queue is full" in r.json()["error"]
-            done = [wait_job(c, j["id"]) for j in [c.get("/v1/jobs/" + x).json() for x in _job_ids(store)]]
-            finished = [j for j in done if j["status"] == "done"]
-            assert finished
+            assert all("queue is full" in r.json()["error"] for r in replies if r.status_code == 429)
+            finished = [wait_job(c, r.json()["job"]) for r in replies if r.status_code == 202]
+            assert all(j["status"] == "done" for j in finished)
     finally:
         srv.stop()
     srv = Server(store).start()
@@ -162,119 +173,34 @@ def test_a_full_queue_answers_429_and_a_restart_keeps_finished_jobs(tmp_path):
         srv.stop()
 
 
-def _job_ids(store):
-    from noveltynets.service.db import ServiceDB
+def test_users_cli_prints_a_token_once_and_refuses_bad_names(tmp_path):
+    from typer.testing import CliRunner
 
-    db = ServiceDB(store)
-    try:
-        return [r["id"] for r in db._rows("SELECT id FROM jobs WHERE status != 'failed'")]
-    finally:
-        db.close()
+    from noveltynets.cli import app
 
-
-def test_users_cli_prints_a_token_once_and_refuses_bad_names(tmp_path, server):
     store = tmp_path / "m.sqlite"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "noveltynets.cli", "users", *a, "--store", str(store)],
-                                    capture_output=True, text=True)
+    run = lambda *a: CliRunner().invoke(app, ["users", *a, "--store", str(store)])
     out = run("add", "dave")
-    assert out.returncode == 0 and len(out.stdout.strip()) > 30
+    assert out.exit_code == 0 and len(out.stdout.strip()) > 30
     assert out.stdout.strip() not in store.with_name(store.name + ".service.sqlite").read_bytes().decode("latin-1")  # hashed
     bad = run("add", "bad name")
-    assert bad.returncode == 2 and "bad user name" in bad.stderr and "Traceback" not in bad.stderr
-    assert run("add", "dave").returncode == 2
+    assert bad.exit_code == 2 and "bad user name" in bad.stderr and "Traceback" not in bad.stderr
+    assert run("add", "dave").exit_code == 2
     assert run("list").stdout.split() == ["dave"]
-    assert run("remove", "dave").returncode == 0 and run("remove", "dave").returncode == 2
+    assert run("remove", "dave").exit_code == 0 and run("remove", "dave").exit_code == 2
+    serve = CliRunner().invoke(app, ["serve", "--port", "0", "--store", str(store)])
+    assert serve.exit_code == 2 and "--port" in serve.stderr
 
 
 def test_load_8_clients_x_10_requests_every_sample_counted_once(tmp_path):
-    """8 users at once, 10 generate requests each, on their own memories and one shared service-wide memory."""
-    store = tmp_path / "m.sqlite"
-    tokens = [add_user(store, f"user{i}") for i in range(8)]
-    srv = Server(store, "--workers", "2", "--max-queue", "200").start()
-    try:
-        def client_run(i):
-            with srv.client(tokens[i]) as c:
-                jobs = []
-                for k in range(10):
-                    body = {"class": i % 2, "n": 1 + k % 2, "steps": 2, **({"scope": "service"} if k % 3 == 0 else {"memory": "m"})}
-                    r = c.post("/v1/generate", json=body)
-                    assert r.status_code == 202, r.text
-                    jobs.append((body, r.json()["job"]))
-                return [(body, wait_job(c, j)) for body, j in jobs]
-
-        with futures.ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(client_run, range(8)))
-        st = MemoryStore(store)
-        try:
-            service_total = 0
-            for i, jobs in enumerate(results):
-                assert all(j["status"] == "done" for _, j in jobs), [j for _, j in jobs if j["status"] != "done"]
-                made = sum(len(j["images"]) for body, j in jobs if body.get("memory") == "m")
-                assert st.info(f"u.user{i}.m").n_seen == made == st.count_samples(f"u.user{i}.m")
-                service_total += sum(len(j["images"]) for body, j in jobs if body.get("scope") == "service")
-            assert sum(st.info(n).n_seen for n in st.names() if n.startswith("service.")) == service_total
-        finally:
-            st.close()
-    finally:
-        srv.stop()
+    """8 users at once, 10 generate requests each, on their own memories and one shared service-wide memory; each
+    memory's count (and its sample records) equals the images made for it."""
+    stats = load_run(tmp_path / "m.sqlite", clients=8, requests=10)
+    assert stats["jobs"] == 80 and stats["p50_s"] <= stats["p95_s"]
 
 
 def test_kill_9_twenty_times_every_memory_loads_as_committed_and_finished_jobs_stay(tmp_path):
     """kill -9 in the middle of generate/observe, 20 times; after each restart every memory loads (checksums) and is
     exactly what was committed when the process died, its records match its count, and every finished job is served."""
-    import random
-
-    store = tmp_path / "m.sqlite"
-    token = add_user(store, "erin")
-    rng = random.Random(0)
-    finished: dict[str, list[str]] = {}
-    srv = Server(store, "--workers", "2")
-    for round_ in range(21):
-        committed = _committed(store)  # what the store holds after the last kill
-        srv.start()
-        with srv.client(token) as c:
-            for name, (n_seen, version) in committed.items():  # the service reads back exactly that
-                if name.startswith("u.erin."):
-                    assert c.get(f"/v1/memories/{name.split('.', 2)[2]}").json()["n_seen"] == n_seen, (round_, name)
-            for job, images in finished.items():
-                state = c.get(f"/v1/jobs/{job}").json()
-                assert state["status"] == "done" and state["images"] == images
-            for job, images in rng.sample(sorted(finished.items()), min(3, len(finished))):
-                assert all(c.get(f"/v1/images/{i}").status_code == 200 for i in images)
-            if round_ == 20:
-                break
-            jobs = [c.post("/v1/generate", json={"class": 7, "n": 4, "steps": 4, "memory": f"m{k % 2}"}).json()["job"]
-                    for k in range(3)]
-            deadline = time.monotonic() + rng.uniform(0.3, 2.5)
-            while time.monotonic() < deadline:  # kill at a random point of the generate/observe loop
-                time.sleep(0.05)
-            for j in jobs:
-                state = c.get(f"/v1/jobs/{j}").json()
-                if state["status"] == "done":
-                    finished[j] = state["images"]
-        srv.kill()
-    srv.stop()
-    assert len(finished) >= 5  # the kills did not prevent every job from finishing
-    srv = Server(store).start()
-    try:
-        with srv.client(token) as c:  # the jobs that were queued or running at a kill say so
-            statuses = {c.get(f"/v1/jobs/{j}").json()["status"] for j in _job_ids(store)}
-    finally:
-        srv.stop()
-    assert statuses <= {"done", "interrupted"} and "interrupted" in statuses
-
-
-def _committed(store) -> dict[str, tuple[int, int]]:
-    """Every memory in the store, loaded (its checksum checked): (samples seen, version); its sample rows match."""
-    if not store.exists():
-        return {}
-    st = MemoryStore(store)
-    try:
-        out = {}
-        for name in st.names():
-            memory, version = st.load(name)
-            assert memory.n_seen == st.count_samples(name) == st.info(name).n_seen, name
-            out[name] = (memory.n_seen, version)
-        return out
-    finally:
-        st.close()
+    stats = kill_loop(tmp_path / "m.sqlite", kills=20)
+    assert stats["kills"] == 20 and stats["finished_jobs"] >= 5 and stats["interrupted_jobs"] >= 1

@@ -31,6 +31,7 @@ def sign_in_and_click_more(page, server, clicks: int) -> None:
     page.fill("#token", server.token)
     page.click("#signin-button")
     page.wait_for_selector("#more:not([disabled])")
+    page.fill("#steps", "4")  # quick batches
     for k in range(clicks):
         page.click("#more")
         page.wait_for_function(f"document.querySelectorAll('#gallery .batch').length >= {k + 1} && "

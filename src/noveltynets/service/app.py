@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import secrets
@@ -79,6 +80,8 @@ class Service:
         self.interrupted = self.db.interrupt_unfinished()
         self.model = model if model is not None else load_model()
         self.evaluator = load_eval_embedder(device="cpu")
+        weights = b"".join(p.detach().cpu().numpy().tobytes() for p in self.evaluator.parameters())
+        self.evaluator_id = hashlib.sha256(weights).hexdigest()[:16]  # names the judge whose τ the records keep
         self.max_n, self.workers, self.max_pending = max_n, workers, max_pending
         self._tau: dict = {}
         self._tau_lock = threading.Lock()
@@ -97,9 +100,14 @@ class Service:
         """The near-dup threshold of a class: the 10th percentile of its real images' nearest-neighbour distances."""
         with self._tau_lock:
             if klass not in self._tau:
-                data = load_mnist5k()
-                real = data.images if klass is None else data.of_class(klass)
-                self._tau[klass] = metrics.near_dup_threshold(self.evaluator.features(real))
+                key = f"tau:{self.evaluator_id}:{klass}"  # kept in the records: computed once per service, not per start
+                known = self.db.meta(key)
+                if known is None:
+                    data = load_mnist5k()
+                    real = data.images if klass is None else data.of_class(klass)
+                    known = repr(metrics.near_dup_threshold(self.evaluator.features(real)))
+                    self.db.set_meta(key, known)
+                self._tau[klass] = float(known)
             return self._tau[klass]
 
     # -- jobs ----------------------------------------------------------------------------
@@ -120,8 +128,8 @@ class Service:
                 raise HTTPException(422, str(e)) from None
             if memory == SERVICE_MEMORY:
                 raise HTTPException(422, f"{SERVICE_MEMORY!r} is the service-wide memory's name: use scope service")
-            known = self.db.memory(user, memory)
-            if known is not None and known["klass"] != req.klass:
+            known = self.db.add_memory(user, memory, req.klass, self.store_name(user, "user", memory, req.klass))  # or the one there
+            if known["klass"] != req.klass:
                 raise HTTPException(409, f"memory {memory!r} holds {_class_name(known['klass'])} images, not {_class_name(req.klass)}")
         if req.scope == "service" and not history_owners(terms, None):
             raise HTTPException(422, "scope service needs a guide that keeps a history (e.g. novelty)")
@@ -137,11 +145,12 @@ class Service:
         return job
 
     def _run(self, job: str) -> None:
-        row = self.db._rows("SELECT user, request, memory FROM jobs WHERE id = ?", (job,))[0]
-        user, req, memory = row["user"], json.loads(row["request"]), row["memory"]
+        user, req, memory = self.db.job_request(job)
         try:
             self.db.set_status(job, "running", 0)
             images, seeds = self._sample(job, user, req, memory)
+            if req["scope"] != "service":  # everyone's samples feed the service-wide memory (a service job's session did)
+                self._feed_service(req, images, seeds)
             feats = self.evaluator.features(images).numpy()
             near_dup = self._near_dup(user, memory, req["class"], feats)
             pngs = [_png(im) for im in to_uint8(images)]
@@ -155,8 +164,6 @@ class Service:
         terms = [parse_guide(g) for g in req["guide"]]
         keeps = bool(history_owners(terms, None))
         name = self.store_name(user, req["scope"], memory, klass) if keeps else None
-        if req["scope"] == "user":
-            self.db.add_memory(user, memory, klass, self.store_name(user, "user", memory, klass))
         seeds = list(range(req["seed"], req["seed"] + n))
         parts = []
         with open_session(self.model, config, terms, memory=name, store=self.store_path,
@@ -166,12 +173,18 @@ class Service:
                 self.db.set_status(job, "running", a + len(parts[-1]))
         return torch.cat(parts), seeds
 
+    def _feed_service(self, req: dict, images: torch.Tensor, seeds: list[int]) -> None:
+        """The service-wide memory of the job's class learns its images (one job at a time, as for its own jobs)."""
+        name = self.store_name("", "service", None, req["class"])
+        config = SamplingConfig(klass=req["class"], cfg=req["cfg"], steps=req["steps"])
+        with self.scheduler.exclusive(name), open_session(self.model, config, ["novelty"], memory=name, store=self.store_path,
+                                                          scope="service") as session:
+            session.observe(images, {"seeds": seeds})
+
     def _near_dup(self, user: str, memory: str | None, klass: int | None, feats: np.ndarray) -> float:
         """Share of the job's images nearer than τ to an earlier image of this history (or of the job)."""
         hist = self.db.history_features(user, memory) if memory is not None else np.zeros((0, feats.shape[1]), np.float32)
-        allf = np.concatenate([hist.reshape(-1, feats.shape[1]), feats])
-        d = metrics.nearest_earlier_distance(torch.from_numpy(allf))[len(hist):]
-        return float((d < self.tau(klass)).mean())
+        return near_dup_vs_history(feats, hist, self.tau(klass))
 
     # -- memories ------------------------------------------------------------------------
     def memory_info(self, user: str, name: str) -> dict:
@@ -182,7 +195,7 @@ class Service:
             raise HTTPException(404, f"no memory {name!r}")
         with _Store(self.store_path) as st:
             info = st.info(rec["store_name"]) if st.exists(rec["store_name"]) else None
-        n_images = self.db._rows("SELECT COUNT(*) AS n FROM images WHERE user = ? AND memory = ?", (user, name))[0]["n"]
+        n_images = self.db.count_images(user, name)
         return {"name": name, "class": rec["klass"], "kind": info.kind if info else None, "n_seen": info.n_seen if info else 0,
                 "bytes": info.state_bytes if info else 0, "updated": info.updated if info else None, "images": n_images,
                 "recent_near_dup": self.db.recent_near_dup(user, name)}
@@ -204,6 +217,17 @@ class Service:
             if st.exists(rec["store_name"]):
                 (st.delete if delete else st.reset)(rec["store_name"])
             self.db.forget_memory(user, name, delete)
+
+
+def near_dup_vs_history(new: np.ndarray, history: np.ndarray, tau: float) -> float:
+    """Share of ``new`` rows nearer than ``tau`` to a ``history`` row or an earlier new row (the rule of
+    :func:`noveltynets.metrics.near_dup_rate` on [history; new], for the new rows only: the cost grows with the
+    history, not with its square)."""
+    x = torch.from_numpy(np.asarray(new, np.float32))
+    d = torch.cdist(x, x).masked_fill(~torch.ones(len(x), len(x), dtype=torch.bool).tril(-1), float("inf"))
+    if len(history):
+        d = torch.cat([d, torch.cdist(x, torch.from_numpy(np.asarray(history, np.float32)))], dim=1)
+    return float((d.min(dim=1).values < tau).float().mean())
 
 
 class _Store:
@@ -285,7 +309,11 @@ def create_app(store: str | Path, workers: int = 2, max_n: int = 64, max_pending
             raise HTTPException(404, f"no job {job_id!r}")
         return {"id": job["id"], "status": job["status"], "done": job["done"], "total": job["total"], "images": job["images"],
                 "near_dup": job["near_dup"], "error": job["error"], "memory": job["memory"], "request": job["request"],
-                "created": job["created"], "finished": job["finished"]}
+                "created": job["created"], "started": job["started"], "finished": job["finished"]}
+
+    @app.get("/v1/jobs", responses=ERRORS)
+    def jobs(who: str = Depends(user)):
+        return {"jobs": service.db.jobs(who)}
 
     @app.get("/v1/jobs/{job_id}", responses=ERRORS)
     def job(job_id: str, who: str = Depends(user)):

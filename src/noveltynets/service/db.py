@@ -26,9 +26,10 @@ CREATE TABLE IF NOT EXISTS memories (user TEXT NOT NULL, name TEXT NOT NULL, kla
     created REAL NOT NULL, PRIMARY KEY (user, name));
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, user TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,
     memory TEXT, done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL, error TEXT, near_dup REAL, created REAL NOT NULL,
-    finished REAL);
+    finished REAL, started REAL);
 CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, job TEXT NOT NULL, user TEXT NOT NULL, memory TEXT, idx INTEGER NOT NULL,
     seed INTEGER NOT NULL, png BLOB NOT NULL, features BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS images_by_job ON images (job, idx);
 CREATE INDEX IF NOT EXISTS images_by_memory ON images (user, memory);
 """
@@ -87,6 +88,14 @@ class ServiceDB:
             cur = self.db.execute(sql, args)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- users ---------------------------------------------------------------------------
     def add_user(self, name: str) -> str:
@@ -148,14 +157,22 @@ class ServiceDB:
         row["images"] = [r["id"] for r in self._rows("SELECT id FROM images WHERE job = ? ORDER BY idx", (job,))]
         return row
 
+    def job_request(self, job: str) -> tuple[str, dict, str | None]:
+        """(user, request, memory) of a job, for the worker that runs it."""
+        row = self._rows("SELECT user, request, memory FROM jobs WHERE id = ?", (job,))[0]
+        return row["user"], json.loads(row["request"]), row["memory"]
+
+    def count_images(self, user: str, memory: str) -> int:
+        return self._rows("SELECT COUNT(*) AS n FROM images WHERE user = ? AND memory = ?", (user, memory))[0]["n"]
+
     def jobs(self, user: str, limit: int = 50) -> list[dict]:
-        return self._rows("SELECT id, status, memory, done, total, near_dup, created, finished FROM jobs WHERE user = ? "
+        return self._rows("SELECT id, status, memory, done, total, near_dup, created, started, finished FROM jobs WHERE user = ? "
                           "ORDER BY created DESC LIMIT ?", (user, limit))
 
     def set_status(self, job: str, status: str, done: int | None = None, error: str | None = None) -> None:
         with self._write() as db:
-            db.execute("UPDATE jobs SET status = ?, done = COALESCE(?, done), error = COALESCE(?, error) WHERE id = ?",
-                       (status, done, error, job))
+            db.execute("UPDATE jobs SET status = ?, done = COALESCE(?, done), error = COALESCE(?, error), "
+                       "started = COALESCE(started, CASE WHEN ? = 'running' THEN ? END) WHERE id = ?", (status, done, error, status, time.time(), job))
 
     def finish(self, job: str, user: str, memory: str | None, images: list[tuple[int, bytes, np.ndarray]], near_dup: float | None) -> None:
         """The job's images (seed, PNG, evaluation features) and its status, in one transaction."""
