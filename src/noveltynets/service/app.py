@@ -89,7 +89,8 @@ class Service:
 
     # -- names ---------------------------------------------------------------------------
     @staticmethod
-    def store_name(user: str, scope: str, memory: str | None, klass: int | None) -> str | None:
+    def store_name(user: str | None, scope: str, memory: str | None, klass: int | None) -> str | None:
+        """The memory's name in the store: ``u.<user>.<memory>``, ``service.class<k>``, or None (a job's own)."""
         if scope == "user":
             return f"u.{user}.{memory}"
         if scope == "service":
@@ -175,7 +176,7 @@ class Service:
 
     def _feed_service(self, req: dict, images: torch.Tensor, seeds: list[int]) -> None:
         """The service-wide memory of the job's class learns its images (one job at a time, as for its own jobs)."""
-        name = self.store_name("", "service", None, req["class"])
+        name = self.store_name(None, "service", None, req["class"])
         config = SamplingConfig(klass=req["class"], cfg=req["cfg"], steps=req["steps"])
         with self.scheduler.exclusive(name), open_session(self.model, config, ["novelty"], memory=name, store=self.store_path,
                                                           scope="service") as session:
