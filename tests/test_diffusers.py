@@ -258,6 +258,8 @@ def test_a_failed_call_leaves_the_pipeline_as_it_was_and_odd_schedulers_are_refu
         NoveltyPipelineWrapper(odd, terms=[PointGuidance()])(labels=[1], generator=_gens([0]))
     with pytest.raises(NoveltynetsError, match="neither a unet nor a transformer"):
         NoveltyPipelineWrapper(object())
+    with pytest.raises(NoveltynetsError, match="trained for model"):  # the shipped minority classifier is the shipped model's
+        NoveltyPipelineWrapper(pipe, terms=[parse_guide("minority")])
 
 
 def _tiny_vae(latent_channels=4):

@@ -137,3 +137,27 @@ def test_a_class_conditional_classifier_is_given_the_sampled_class(tmp_path):
     got = GuidedModel(mixture_eps, [term], ABAR)(x, t, extra)
     assert torch.allclose(got, mixture_eps(x, t, extra) - (1 - a).sqrt() * 2 * grad, atol=1e-5)
     assert not torch.allclose(clf(x, t, torch.tensor([7, 7, 7])), clf(x, t, torch.tensor([2, 2, 2])))
+
+
+def test_a_classifier_for_another_model_is_refused_and_a_rewritten_folder_is_reloaded(brightness_classifier, tmp_path):
+    import json
+    import shutil
+
+    from noveltynets.session import open_session
+
+    folder = tmp_path / "clf"
+    shutil.copytree(brightness_classifier, folder)
+    term = parse_guide(f"minority:classifier={folder}")
+    model = type("Model", (), {"model_id": "some-model@1234"})()
+    term.check_model(model)  # a classifier that records no model serves any
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_id": "other-model@9999"}))
+    assert term.load("cpu").config["model_id"] == "other-model@9999"  # the folder changed: loaded again
+    with pytest.raises(NoveltynetsError, match="trained for model other-model@9999, not some-model@1234"):
+        open_session(model, guide=[term])
+    before = term.load("cpu").state_dict()["out.weight"].clone()
+    retrained, _ = train_classifier(*three_kinds(60, seed=9), ABAR, steps=5, batch_size=16, block_out_channels=(8, 16), norm_num_groups=4)
+    retrained.save(folder)
+    after = term.load("cpu")
+    assert after.config.get("model_id") is None  # the new folder's config and weights, not the cached ones
+    assert not torch.equal(before, after.state_dict()["out.weight"])

@@ -223,6 +223,8 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
 
     config = config or SamplingConfig()
     terms = _as_terms(guide)
+    for term in terms:
+        term.check_model(model)
     filt = parse_filter(filter) if isinstance(filter, str) else filter
     owners = history_owners(terms, filt)
     if sum(isinstance(t, NoveltyGuidance) for t in terms) > 1:

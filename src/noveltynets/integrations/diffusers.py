@@ -116,6 +116,8 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         cfg = guidance_scale if any(c != NULL_CLASS for c in classes) else 1.0
         eps_model = CFGDenoiser(self.unet, cfg)
         terms = [*(novelty.terms if novelty is not None else ()), *guidance]
+        for term in guidance:  # a session's terms were checked when it opened
+            term.check_model(self.as_model())
         if terms:
             eps_model = GuidedModel(eps_model, terms, self.scheduler.alphas_cumprod)
         run = generate(eps_model, self._scheduler_factory(num_inference_steps), seeds, classes, self.as_model().image_shape,
@@ -225,6 +227,8 @@ class NoveltyPipelineWrapper:
         if self.denoiser is None:
             raise NoveltynetsError(f"{type(pipe).__name__} has neither a unet nor a transformer to guide")
         self.extra_terms = list(terms)
+        for term in self.extra_terms:  # e.g. a minority classifier trained for another model
+            term.check_model(_PipelineModel(pipe, self.denoiser))
 
     @property
     def terms(self) -> list:

@@ -31,8 +31,14 @@ from .classifier import DEFAULT_CLASSIFIER_DIR, NoiseClassifier, load_classifier
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_classifier(path: str, device: str) -> NoiseClassifier:
+def _cached_classifier(path: str, device: str, stamp: tuple) -> NoiseClassifier:
     return load_classifier(path, device)
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes when a classifier folder is rewritten (its files' sizes and modification times)."""
+    return tuple((f.stat().st_size, f.stat().st_mtime_ns) if f.is_file() else None
+                 for f in (path / "config.json", path / "model.safetensors"))
 
 
 @dataclass
@@ -64,7 +70,15 @@ class MinorityGuidance(GuidanceTerm):
         return Path(self.classifier).resolve() if self.classifier else DEFAULT_CLASSIFIER_DIR
 
     def load(self, device) -> NoiseClassifier:
-        return _cached_classifier(str(self.path), str(device))
+        """The classifier, loaded once per device and again when its folder changes on disk."""
+        return _cached_classifier(str(self.path), str(device), _stamp(self.path))
+
+    def check_model(self, model) -> None:
+        """A classifier that records the model it was trained for serves that model only (one without serves any)."""
+        trained_for = self.load("cpu").config.get("model_id")
+        if trained_for is not None and trained_for != model.model_id:
+            raise NoveltynetsError(f"minority: the classifier at {self.path} was trained for model {trained_for}, not "
+                                   f"{model.model_id} (train one for it with 'noveltynets minority train')")
 
     def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
         """log p_ψ(l̃ | x_t, t) per sample; log p_ψ(l̃ | x_t, t, c) with a class-conditional classifier

@@ -79,6 +79,10 @@ class GuidanceTerm:
         """A context manager entered around every model call of the run (CADS noises the condition here)."""
         return contextlib.nullcontext()
 
+    def check_model(self, model) -> None:
+        """Refuse, with a one-line error, a model this term cannot serve (a classifier trained for another); by default
+        any model."""
+
     def condition(self, y: torch.Tensor, info: dict) -> torch.Tensor:
         """The condition (B, ...) of the conditional rows at this step; by default ``y`` as it is."""
         return y
