@@ -83,6 +83,20 @@ def test_feature_distance_is_lpips_like():
     assert (dist(x, x + 0.05 * (y - x)) < d).all()  # a small step toward y is closer than y
 
 
+def test_the_default_distance_is_the_denoisers_own_and_the_judge_is_refused(tiny_unet):
+    from noveltynets.minority import DenoiserDistance, get_distance
+
+    dist = get_distance("denoiser", model=type("M", (), {"unet": tiny_unet})())
+    assert isinstance(dist, DenoiserDistance)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    d = dist(x, y)
+    assert dist(x, x).abs().max() < 1e-6 and d.shape == (3,) and (d > 0).all() and torch.allclose(d, dist(y, x))
+    assert (dist(x, x + 0.05 * (y - x)) < d).all()
+    with pytest.raises(NoveltynetsError, match="judge must not label"):
+        get_distance("perceptual")
+
+
 def test_quantile_classes_are_balanced_and_ordered():
     scores = torch.randn(1000, generator=torch.Generator().manual_seed(2))
     labels, thresholds = quantile_classes(scores, 4)
@@ -122,7 +136,7 @@ def test_cli_minority_score_writes_scores_and_classes(tmp_path):
     z = np.load(out)
     assert len(z["scores"]) == 450 and (z["digits"] == 7).all() and sorted(np.bincount(z["classes"])) == [150, 150, 150]
     hi, lo = z["scores"][z["classes"] == 2], z["scores"][z["classes"] == 0]
-    assert hi.min() >= lo.max() and str(z["distance"]) == "perceptual"
+    assert hi.min() >= lo.max() and str(z["distance"]) == "denoiser"
     again = CliRunner().invoke(app, ["minority", "score", "--class", "7", "--out", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
     trained = CliRunner().invoke(app, ["minority", "train", "--scores", str(out), "--out", str(tmp_path / "clf"), "--steps", "3",

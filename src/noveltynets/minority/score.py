@@ -6,9 +6,11 @@ x̂0 = (x_t − sqrt(1 − ᾱ_t)·ε̂(x_t, t)) / sqrt(ᾱ_t), and the score is
 over ``draws`` noises. Common images are restored well from little signal (the denoiser
 pulls them back to where most data lies); unique ones are not, so a high score means a
 minority sample. The paper uses LPIPS for d. LPIPS' ImageNet backbones cannot be downloaded
-here, so the default distance is LPIPS-style over a network that ships with the package
-(:class:`FeatureDistance` on the evaluation embedder); L1 and L2 are there too, and any
-callable ``(x, y) -> (N,)`` (e.g. an ``lpips.LPIPS`` instance whose weights the user has) works.
+here, so the default distance is LPIPS-style over the diffusion model's own features
+(:class:`DenoiserDistance`: its down blocks' outputs for the clean image at a small timestep);
+L1 and L2 are there too, and any callable ``(x, y) -> (N,)`` (e.g. an ``lpips.LPIPS`` instance
+whose weights the user has) works. The evaluation embedder is not among them: it judges the
+samples, so it must not also label what minority guidance follows.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import torch
 import torch.nn as nn
 
 from ..errors import NoveltynetsError
-from ..models.embedder import load_eval_embedder
 from ..models.unet import NULL_CLASS
 from ..progress import progress_bar
 
@@ -55,29 +56,65 @@ class FeatureDistance(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dev = next(self.body.parameters()).device
-        fx, fy = self._taps(x.to(dev)), self._taps(y.to(dev))
-        if not fx:
-            raise NoveltynetsError("FeatureDistance: the network has no ReLU layers to tap")
-        per_layer = []
-        for a, b in zip(fx, fy):
-            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
-            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
-            per_layer.append((a - b).pow(2).sum(1).mean(dim=(1, 2)))
-        return torch.stack(per_layer).mean(0)
+        return lpips_like(self._taps(x.to(dev)), self._taps(y.to(dev)))
 
 
-def get_distance(spec: str | Distance, device: str = "cpu") -> Distance:
-    """``"perceptual"`` (LPIPS-style over the shipped evaluation embedder), ``"l1"``, ``"l2"``
+class DenoiserDistance(nn.Module):
+    """LPIPS-style over the diffusion model's own features: the output of each of its down blocks for the clean
+    image seen at a small timestep ``t`` (no noise added, no class), combined as :func:`lpips_like`."""
+
+    def __init__(self, unet, t: int = 20, null_class: int = NULL_CLASS):
+        super().__init__()
+        self.unet, self.t, self.null_class = unet, t, null_class
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps: list[torch.Tensor] = []
+        keep = lambda module, inputs, out: taps.append(out[0] if isinstance(out, tuple) else out)
+        hooks = [block.register_forward_hook(keep) for block in self.unet.down_blocks]
+        try:
+            t = torch.full((len(x),), self.t, device=x.device, dtype=torch.long)
+            kw = {"class_labels": torch.full_like(t, self.null_class)} if self.unet.config.num_class_embeds else {}
+            self.unet(x.clamp(-1, 1), t, **kw)
+        finally:
+            for h in hooks:
+                h.remove()
+        return taps
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        dev = next(self.unet.parameters()).device
+        return lpips_like(self._taps(x.to(dev)), self._taps(y.to(dev)))
+
+
+def lpips_like(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+    """(N,): per layer, features unit-normalised over channels, squared differences summed over channels and averaged
+    over space; the layers' values averaged (LPIPS without its learned per-channel weights)."""
+    if not fx:
+        raise NoveltynetsError("the feature distance's network has no layers to tap")
+    per_layer = []
+    for a, b in zip(fx, fy):
+        a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
+        b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
+        per_layer.append((a - b).pow(2).sum(1).mean(dim=(1, 2)))
+    return torch.stack(per_layer).mean(0)
+
+
+def get_distance(spec: str | Distance, device: str = "cpu", model=None) -> Distance:
+    """``"denoiser"`` (LPIPS-style over ``model``'s own features, :class:`DenoiserDistance`), ``"l1"``, ``"l2"``
     (per-pixel means), or a callable ``(x, y) -> (N,)`` / ``(N, 1, 1, 1)`` such as ``lpips.LPIPS``."""
     if callable(spec):
         return spec
-    if spec == "perceptual":
-        return FeatureDistance(load_eval_embedder(device=device).body)
+    if spec == "denoiser":
+        if model is None:
+            raise NoveltynetsError("the denoiser distance needs the diffusion model")
+        return DenoiserDistance(model.unet)
     if spec == "l1":
         return lambda x, y: (x - y).abs().flatten(1).mean(1)
     if spec == "l2":
         return lambda x, y: (x - y).pow(2).flatten(1).mean(1)
-    raise NoveltynetsError(f"unknown distance {spec!r}: use 'perceptual', 'l1', 'l2' or a callable")
+    if spec == "perceptual":
+        raise NoveltynetsError("the 'perceptual' distance (over the evaluation embedder) is gone: the judge must not label "
+                               "what guidance follows; use 'denoiser' (the model's own features), 'l1' or 'l2'")
+    raise NoveltynetsError(f"unknown distance {spec!r}: use 'denoiser', 'l1', 'l2' or a callable")
 
 
 def timestep_at(fraction: float, num_train_timesteps: int) -> int:
@@ -89,7 +126,7 @@ def timestep_at(fraction: float, num_train_timesteps: int) -> int:
 
 @torch.no_grad()
 def minority_score(model, images: torch.Tensor, classes: torch.Tensor | None = None, t: float = 0.9, draws: int = 1,
-                   distance: str | Distance = "perceptual", seed: int = 0, batch_size: int = 256, device: str = "cpu",
+                   distance: str | Distance = "denoiser", seed: int = 0, batch_size: int = 256, device: str = "cpu",
                    show_progress: bool = False) -> torch.Tensor:
     """(N,) minority scores of ``images`` (N, C, H, W) in [-1, 1] under ``model`` (a
     :class:`~noveltynets.models.unet.DiffusionModel`). ``classes``: each image's class for a
@@ -107,7 +144,7 @@ def minority_score(model, images: torch.Tensor, classes: torch.Tensor | None = N
     abar_all = model.alphas_cumprod
     step = timestep_at(t, len(abar_all))
     abar = abar_all[step].to(device)
-    dist = get_distance(distance, device)
+    dist = get_distance(distance, device, model)
     scores = torch.zeros(n)
     with progress_bar(n * draws, "minority score", enabled=show_progress) as advance:
         for k in range(draws):
