@@ -83,7 +83,7 @@ def test_feature_distance_is_lpips_like():
     assert (dist(x, x + 0.05 * (y - x)) < d).all()  # a small step toward y is closer than y
 
 
-def test_the_default_distance_is_the_denoisers_own_and_the_judge_is_refused(tiny_unet):
+def test_the_denoiser_distance_is_lpips_like_on_the_models_own_features_and_the_judge_is_refused(tiny_unet):
     from noveltynets.minority import DenoiserDistance, get_distance
 
     dist = get_distance("denoiser", model=type("M", (), {"unet": tiny_unet})())
@@ -136,7 +136,7 @@ def test_cli_minority_score_writes_scores_and_classes(tmp_path):
     z = np.load(out)
     assert len(z["scores"]) == 450 and (z["digits"] == 7).all() and sorted(np.bincount(z["classes"])) == [150, 150, 150]
     hi, lo = z["scores"][z["classes"] == 2], z["scores"][z["classes"] == 0]
-    assert hi.min() >= lo.max() and str(z["distance"]) == "denoiser"
+    assert hi.min() >= lo.max() and str(z["distance"]) == "l2"
     again = CliRunner().invoke(app, ["minority", "score", "--class", "7", "--out", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
     trained = CliRunner().invoke(app, ["minority", "train", "--scores", str(out), "--out", str(tmp_path / "clf"), "--steps", "3",

@@ -25,7 +25,7 @@ def minority_score_cmd(
     klass: Optional[int] = typer.Option(None, "--class", "-c", help="Only this digit's images."),
     t: float = typer.Option(0.9, "--t", help="Noise level as a fraction of the schedule (the paper: 0.9)."),
     draws: int = typer.Option(1, "--draws", help="Noise draws averaged per image."),
-    distance: str = typer.Option("denoiser", "--distance", help="denoiser (LPIPS-style over the model's own features), l1 or l2."),
+    distance: str = typer.Option("l2", "--distance", help="l2 (default), l1, or denoiser (LPIPS-style over the model's own features)."),
     levels: Optional[int] = typer.Option(None, "--levels", "-L", help="Quantile classes (default: about 450 images each)."),
     conditional: bool = typer.Option(False, "--conditional/--unconditional", help="Reconstruct with each image's digit as the class (default: the null class, as in the paper)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise draws."),

@@ -6,10 +6,11 @@ x̂0 = (x_t − sqrt(1 − ᾱ_t)·ε̂(x_t, t)) / sqrt(ᾱ_t), and the score is
 over ``draws`` noises. Common images are restored well from little signal (the denoiser
 pulls them back to where most data lies); unique ones are not, so a high score means a
 minority sample. The paper uses LPIPS for d. LPIPS' ImageNet backbones cannot be downloaded
-here, so the default distance is LPIPS-style over the diffusion model's own features
-(:class:`DenoiserDistance`: its down blocks' outputs for the clean image at a small timestep);
-L1 and L2 are there too, and any callable ``(x, y) -> (N,)`` (e.g. an ``lpips.LPIPS`` instance
-whose weights the user has) works. The evaluation embedder is not among them: it judges the
+here. The default distance is L2 (per-pixel mean), the one whose score ranks the training images'
+AvgkNN best here (Spearman 0.558 conditional, 0.331 unconditional, at t = 0.9T) and the one the
+shipped classifier was trained on; ``"denoiser"`` is LPIPS-style over the diffusion model's own
+features (:class:`DenoiserDistance`: 0.474 / 0.215), L1 is there too, and any callable
+``(x, y) -> (N,)`` (e.g. an ``lpips.LPIPS`` instance whose weights the user has) works. The evaluation embedder is not among them: it judges the
 samples, so it must not also label what minority guidance follows.
 """
 
@@ -126,7 +127,7 @@ def timestep_at(fraction: float, num_train_timesteps: int) -> int:
 
 @torch.no_grad()
 def minority_score(model, images: torch.Tensor, classes: torch.Tensor | None = None, t: float = 0.9, draws: int = 1,
-                   distance: str | Distance = "denoiser", seed: int = 0, batch_size: int = 256, device: str = "cpu",
+                   distance: str | Distance = "l2", seed: int = 0, batch_size: int = 256, device: str = "cpu",
                    show_progress: bool = False) -> torch.Tensor:
     """(N,) minority scores of ``images`` (N, C, H, W) in [-1, 1] under ``model`` (a
     :class:`~noveltynets.models.unet.DiffusionModel`). ``classes``: each image's class for a
