@@ -100,10 +100,7 @@ class Server:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        try:
-            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
-        except ChildProcessError:  # not our child: the launcher's, alive until it is reaped there
-            return _proc_alive(self.pid)
+        return _proc_alive(self.pid)  # the launcher's child, not ours: read its state
 
     def kill(self) -> None:
         """kill -9: no chance to clean up."""

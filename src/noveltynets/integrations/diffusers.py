@@ -38,7 +38,6 @@ from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS, DiffusionModel, load_model
 from ..sampling import CFGDenoiser, GuidedModel, SamplingConfig, generate
-from ..sampling.term import GuidanceTerm
 from ..sampling.loop import SCHEDULERS, make_scheduler
 
 
@@ -164,8 +163,7 @@ class SchedulerAdapter:
         """(ᾱ_t, the scale s with x_vp = x / s), each (B, 1, ...)."""
         shape = (-1, *[1] * (x.dim() - 1))
         if self.flow:
-            sigma = (t if float(t.max()) <= 1 + 1e-6 else t / self.n_train).float().view(shape)  # Flux passes σ, SD3 σ·1000
-            sigma = sigma.clamp(max=1 - 1e-4)  # σ = 1 (pure noise, ᾱ = 0) has no x̂0 direction to correct along
+            sigma = self._sigma(t).view(shape).clamp(max=1 - 1e-4)  # σ = 1 (pure noise, ᾱ = 0) has no x̂0 direction to correct along
             s = ((1 - sigma) ** 2 + sigma ** 2).sqrt()
             return ((1 - sigma) / s) ** 2, s
         ac = self.alphas_cumprod.to(x.device)
@@ -174,11 +172,16 @@ class SchedulerAdapter:
         a = ac[i] + (ac[(i + 1).clamp(max=len(ac) - 1)] - ac[i]) * (lo - i)
         return a.view(shape), torch.ones_like(a).view(shape)
 
+    def _sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ of flow-matching timesteps given as σ (Flux's denoiser call) or as σ·1000 (SD3's, and every scheduler's)."""
+        t = t.float()
+        return t if float(t.max()) <= 1 + 1e-6 else t / self.n_train
+
     def step_index(self, t: torch.Tensor, timesteps: torch.Tensor) -> int:
-        """The index of the denoiser's timestep ``t`` among the scheduler's ``timesteps`` (Flux passes σ, not σ·1000)."""
+        """The index of the denoiser's timestep ``t`` among the scheduler's ``timesteps``, in the same units."""
         ts = timesteps.to(t.device).float()
-        if self.flow and float(t.max()) <= 1 + 1e-6 and float(ts.max()) > 1 + 1e-6:
-            ts = ts / self.n_train
+        if self.flow:
+            t, ts = self._sigma(t), self._sigma(ts)
         return int((ts - float(t[0])).abs().argmin())
 
     def to_eps(self, pred: torch.Tensor, x: torch.Tensor, t: torch.Tensor):
@@ -267,7 +270,7 @@ class NoveltyPipelineWrapper:
             call = {**(reference_kwargs or {}), "generator": [torch.Generator(device="cpu").manual_seed(POOL_SEED_BASE + i)
                                                               for i in range(reference_n)]}
             with torch.no_grad():
-                reference = emb(self._final_latents(lambda: self.pipe(**call), call))
+                reference = emb(self._final_latents(lambda: self.pipe(**call), _Layout(self.pipe, call)))
         self.session = open_session(model, SamplingConfig(device=str(self.denoiser.device)), guide, memory=memory, store=st,
                                     embedder=emb, reference=reference, **kwargs)
         return self.session
@@ -276,9 +279,6 @@ class NoveltyPipelineWrapper:
         terms = self.terms
         if not terms:
             return self.pipe(*args, **kwargs)
-        unserved = [t.name for t in terms if type(t).renoise is not GuidanceTerm.renoise and t.renoises(0.5)]
-        if unserved:
-            raise NoveltynetsError(f"re-noising ({', '.join(unserved)}: renoise_rho > 0) is not served in a wrapped pipeline")
         step = _GuidedStep(self.pipe, terms, kwargs)
         original = self.denoiser.forward
 
@@ -288,13 +288,12 @@ class NoveltyPipelineWrapper:
         step.guided.start_batch()
         out = {}
         with _patched(self.denoiser, "forward", forward):
-            latents = self._final_latents(lambda: out.setdefault("out", self.pipe(*args, **kwargs)), kwargs)
+            latents = self._final_latents(lambda: out.setdefault("out", self.pipe(*args, **kwargs)), step.layout)
         step.guided.end_batch(latents, {"seeds": step.seeds if len(step.seeds) == len(latents) else [None] * len(latents)})
         return out["out"]
 
-    def _final_latents(self, call, kwargs) -> torch.Tensor:
-        """Run ``call()`` (a pipeline call with ``kwargs``) and return the latents its scheduler's last step made,
-        as (B, C, H, W)."""
+    def _final_latents(self, call, layout: "_Layout") -> torch.Tensor:
+        """Run ``call()`` (a pipeline call) and return the latents its scheduler's last step made, as (B, C, H, W)."""
         scheduler, final = self.pipe.scheduler, {}
         step = scheduler.step
 
@@ -307,7 +306,7 @@ class NoveltyPipelineWrapper:
             call()
         if "latents" not in final:
             raise NoveltynetsError(f"{type(self.pipe).__name__} made no scheduler step: nothing to observe")
-        return _Layout(self.pipe, kwargs).unpack(final["latents"].float())
+        return layout.unpack(final["latents"].float())
 
 
 @contextlib.contextmanager
@@ -376,6 +375,9 @@ class _GuidedStep:
         eps, x_vp, a = self.adapter.to_eps(p, x, t)
         info = {"i": i, "num_steps": num_steps, "x": x_vp, "t": t, "alpha_bar": a, "seeds": self.seeds or [None] * len(x)}
         new = self.guided.correct(x_vp, eps, a, info)
+        if isinstance(new, tuple):  # (eps, ρ): a term asks to re-noise, which only the sampler's own steps can do
+            names = ", ".join(t.name for t in self.terms if t.renoises(i / num_steps))
+            raise NoveltynetsError(f"re-noising ({names}: renoise_rho > 0) is not served in a wrapped pipeline")
         # the difference of two conversions of the same kind: a term that changes nothing changes no bit
         delta = self.layout.pack(self.adapter.from_eps(new, x, t) - self.adapter.from_eps(eps, x, t))
         self.last = {"i": i, "x": x_t, "delta": delta}

@@ -132,14 +132,15 @@ class Service:
             known = self.db.add_memory(user, memory, req.klass, self.store_name(user, "user", memory, req.klass))  # or the one there
             if known["klass"] != req.klass:
                 raise HTTPException(409, f"memory {memory!r} holds {_class_name(known['klass'])} images, not {_class_name(req.klass)}")
-        if req.scope == "service" and not history_owners(terms, None):
+        keeps = bool(history_owners(terms, None))
+        if req.scope == "service" and not keeps:
             raise HTTPException(422, "scope service needs a guide that keeps a history (e.g. novelty)")
         request = req.model_dump(by_alias=True)
         request["seed"] = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n)
         key = self.store_name(user, req.scope, memory, req.klass)
         job = self.db.add_job(user, request, memory, req.n)
         try:
-            self.scheduler.submit(job, key if history_owners(terms, None) else None)
+            self.scheduler.submit(job, key if keeps else None)
         except QueueFull as e:
             self.db.set_status(job, "failed", error=str(e))
             raise HTTPException(429, str(e)) from None
