@@ -49,6 +49,14 @@ def test_a_session_guides_and_learns_through_the_pipeline(pipe, model, tmp_path)
     assert ((second - first).flatten(1).norm(dim=1) > 1.0).all(), (second - first).flatten(1).norm(dim=1)
 
 
+def test_the_native_pipeline_serves_terms_that_call_the_denoiser(pipe, model):
+    kw = dict(class_labels=7, seeds=[0, 1], num_inference_steps=STEPS, output_type="pt")
+    term = parse_guide("minority-self:scale=0.5")
+    got = pipe(guidance=[term], **kw).images
+    assert torch.equal(got, sample(model, [0, 1], SamplingConfig(klass=7, steps=STEPS), [term]).images)
+    assert not torch.allclose(got, pipe(**kw).images, atol=1e-2)
+
+
 def test_save_and_load_round_trip_and_scheduler_swap(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "p")
     again = NoveltyDDIMPipeline.from_pretrained(tmp_path / "p")
@@ -367,6 +375,8 @@ def test_cads_noises_the_text_condition_of_a_wrapped_pipeline_and_renoising_is_r
     nv.open_session(guide=["novelty:renoise_rho=0.5"], store=tmp_path / "s.sqlite", reference_n=2, reference_kwargs=call)
     with pytest.raises(NoveltynetsError, match="re-noising"):
         run(nv)
+    with pytest.raises(NoveltynetsError, match="minority-self calls the denoiser at timesteps of its own"):
+        run(NoveltyPipelineWrapper(pipe, terms=[parse_guide("minority-self")]))
     unet = TinyCFGPipeline(_unet(11), DDIMScheduler())  # a class-label UNet has no text condition for CADS to noise
     with pytest.raises(NoveltynetsError, match="encoder_hidden_states"):
         NoveltyPipelineWrapper(unet, terms=[cads])(labels=[1], generator=_gens([0]), num_inference_steps=2)

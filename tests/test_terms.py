@@ -47,7 +47,7 @@ def changed(value):
 
 
 def test_the_registries_hold_every_shipped_term_and_filter():
-    assert {"cads", "minority", "novelty", "particle", "point", "repel"} <= set(TERMS)
+    assert {"cads", "minority", "minority-mix", "minority-self", "novelty", "particle", "point", "repel"} <= set(TERMS)
     assert {"oversample", "knn-filter", "lsh-filter"} <= set(FILTERS)
 
 

@@ -3,6 +3,10 @@ and Figure 8 / Table 1 (minority vs plain sampling on AvgkNN, LOF, minority scor
 
     python docs/benchmarks/minority/guidance_sweep.py --n 256 --steps 50 --out docs/benchmarks/minority/sweep_uncond
 
+With ``--guides`` (benchmark method specs, ``;``-separated, e.g. ``minority-mix:strength=1;minority-self:grad=exact``)
+it makes plain and those settings instead, and figure13.png: the first 12 seeds of every setting, one row each
+(the paper's Figure 13, λ across).
+
 Every setting makes the same seeds (0..n-1), unconditionally unless --class is given; metrics are
 those of ``noveltynets bench`` (evaluation embedder space, against all real images, or the class's),
 plus the minority score of the samples (the shipped classifier's setting: l2, reconstruction
@@ -20,12 +24,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from noveltynets.bench.methods import Context, parse_method  # noqa: E402
 from noveltynets.bench.runner import Judge  # noqa: E402
 from noveltynets.data import make_grid, save_png, to_uint8  # noqa: E402
-from noveltynets.guidance import parse_guide  # noqa: E402
 from noveltynets.minority import minority_score  # noqa: E402
 from noveltynets.models import load_model  # noqa: E402
-from noveltynets.sampling import sample  # noqa: E402
+from noveltynets.session import parse_guide  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=256)
@@ -36,6 +40,7 @@ ap.add_argument("--classifier", default="")
 ap.add_argument("--levels", default="0,3,6,9", help="l̃ swept at --scale")
 ap.add_argument("--scale", type=float, default=2.0)
 ap.add_argument("--scales", default="0.5,1,2,4,8", help="w swept at l̃ = 0 and at l̃ = L-1")
+ap.add_argument("--guides", default="", help="';'-separated method specs to make beside plain (instead of the l̃/w sweep)")
 ap.add_argument("--out", type=Path, required=True)
 args = ap.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
@@ -46,21 +51,23 @@ seeds = list(range(args.n))
 clf = f",classifier={args.classifier}" if args.classifier else ""
 top = parse_guide("minority" + (f":classifier={args.classifier}" if args.classifier else "")).num_classes - 1
 settings = [("plain", None, None)]
-settings += [(f"minority:level={lv},scale={args.scale}", int(lv), args.scale) for lv in args.levels.split(",")]
-for lv in (0, top):
-    settings += [(f"minority:level={lv},scale={w}", lv, float(w)) for w in args.scales.split(",") if float(w) != args.scale]
-
+if args.guides:
+    settings += [(g.strip(), None, None) for g in args.guides.split(";")]
+else:
+    settings += [(f"minority:level={lv},scale={args.scale}{clf}", int(lv), args.scale) for lv in args.levels.split(",")]
+    for lv in (0, top):
+        settings += [(f"minority:level={lv},scale={w}{clf}", lv, float(w)) for w in args.scales.split(",") if float(w) != args.scale]
+ctx = Context(model, steps=args.steps, batch_size=64)
 rows = []
 with open(args.out / "rows.jsonl", "w") as log:
     for label, level, w in settings:
-        terms = [] if level is None else [parse_guide(f"minority:level={level},scale={w}{clf}")]
-        t0 = time.perf_counter()
-        run = sample(model, seeds, args.klass, cfg=args.cfg, steps=args.steps, guidance=terms, batch_size=64)
-        seconds = time.perf_counter() - t0
+        method = parse_method(f"{label}{',' if ':' in label else ':'}cfg={args.cfg}")
+        run = method.run(ctx, args.klass, seeds)
+        seconds = run.seconds
         digits = judge.ev.predict(run.images)
         score = minority_score(model, run.images, digits, distance="l2", draws=4, t=0.9)
         m = judge(run.images)
-        row = {"setting": label, "level": level, "scale": w, "class": args.klass, "n": args.n, "steps": args.steps,
+        row = {"setting": label.replace(clf, ""), "level": level, "scale": w, "class": args.klass, "n": args.n, "steps": args.steps,
                "seconds": round(seconds, 1), "minority_score": float(score.mean()),
                **{k: m[k] for k in ("avg_knn", "lof", "precision", "recall", "density", "coverage", "vendi", "near_dup", "fid")}}
         rows.append(row)
@@ -70,6 +77,20 @@ with open(args.out / "rows.jsonl", "w") as log:
         save_png(make_grid(to_uint8(run.images[:64]), ncols=16), args.out / f"grid_{label.replace(':', '_').replace(',', '_')}.png")
 
 plain = rows[0]
+what = "unconditional" if args.klass is None else f"class {args.klass}, CFG {args.cfg}"
+if args.guides:  # Figure 13: the same seeds in every row
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.8 * len(rows) + 0.4))
+    for ax, row in zip(np.atleast_1d(axes), rows):
+        grid = plt.imread(args.out / f"grid_{row['setting'].replace(':', '_').replace(',', '_')}.png")
+        ax.imshow(grid[: grid.shape[0] // 4, : grid.shape[1] * 12 // 16], cmap="gray")  # first row: seeds 0..11
+        ax.set_ylabel(row["setting"].replace("minority-", "").replace(":", "\n"), rotation=0, ha="right", va="center", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{what}: seeds 0-11 in every row, {args.steps} DDIM steps", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.out / "figure13.png", dpi=110)
+    print("wrote", args.out)
+    raise SystemExit(0)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
 by_level = sorted((r for r in rows if r["scale"] == args.scale), key=lambda r: r["level"])
 for key, ax in zip(("avg_knn", "lof"), axes[:2]):
@@ -86,7 +107,6 @@ axes[2].set_xscale("log", base=2)
 axes[2].set_xlabel("scale w")
 axes[2].set_title("avg_knn vs w")
 axes[2].legend(fontsize=8)
-what = "unconditional" if args.klass is None else f"class {args.klass}, CFG {args.cfg}"
 fig.suptitle(f"Minority guidance, {what}: {args.n} samples, {args.steps} DDIM steps, same seeds")
 fig.tight_layout()
 fig.savefig(args.out / "figure5.png", dpi=110)

@@ -2,7 +2,8 @@
 
 A method is written ``NAME[:key=value,...]``. ``cfg``, ``eta`` and ``temp`` (initial-noise
 temperature) are understood by every method, so the plain knobs are ``plain:cfg=1``,
-``plain:eta=1``, ``plain:temp=0.9``; so is ``memory`` (``continued``, ``fresh`` or ``unrelated``:
+``plain:eta=1``, ``plain:temp=0.9``; so are ``grad`` (the guidance gradient mode, ``x0`` cheap or
+``exact`` through the denoiser, as ``sample --grad-mode``) and ``memory`` (``continued``, ``fresh`` or ``unrelated``:
 what a method's history is across the runs of ``bench --keep``, see :mod:`~noveltynets.bench.keep`);
 the other keys belong to the method.
 
@@ -80,8 +81,11 @@ class Method:
         self.eta = self._pop("eta", float, 0.0)
         self.temp = self._pop("temp", float, 1.0)
         self.memory = self._pop("memory", str, "continued")
+        self.grad = self._pop("grad", str, "x0")
         if self.cfg < 0 or self.eta < 0 or not self.temp > 0:
             raise NoveltynetsError(f"method {self.spec!r}: cfg and eta must be non-negative and temp positive")
+        if self.grad not in ("x0", "exact"):
+            raise NoveltynetsError(f"method {self.spec!r}: grad must be x0 (cheap) or exact, got {self.grad!r}")
         if self.memory not in MEMORY_MODES:
             raise NoveltynetsError(f"method {self.spec!r}: memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}")
 
@@ -113,7 +117,7 @@ class Method:
 
     def config(self, ctx: Context, klass: int | None) -> SamplingConfig:
         """The sampling config of this method's runs of class ``klass``."""
-        return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device)
+        return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device, self.grad)
 
     def attach_session(self, ctx: Context, klass: int, built: list) -> None:
         """Histories for this run only, where one must be made: a novelty memory with its reference pool
@@ -150,7 +154,7 @@ class Plain(Method):
     def __init__(self, spec: str):
         super().__init__(spec)
         if self.settings:
-            raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta, temp")
+            raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta, temp, grad")
 
     def generate(self, ctx, klass, seeds, built):
         out = self._sample(ctx, klass, seeds)

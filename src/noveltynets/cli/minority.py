@@ -110,7 +110,7 @@ def minority_train_cmd(
     import torch
 
     from ..data import load_split
-    from ..minority import train_classifier
+    from ..minority import level_scores, train_classifier
     from ..models import load_model
 
     if steps < 1 or batch_size < 1:
@@ -121,7 +121,9 @@ def minority_train_cmd(
         z = np.load(scores)
         split, index, classes = str(z["split"]), torch.as_tensor(z["index"]), torch.as_tensor(z["classes"])
         digits, conditional = torch.as_tensor(z["digits"]), bool(z["conditional"])
-    except (OSError, KeyError, ValueError) as e:
+        levels = dict(thresholds=z["thresholds"].tolist(),
+                      level_scores=level_scores(z["scores"], classes, len(z["thresholds"]) + 1).tolist())
+    except (OSError, KeyError, ValueError, NoveltynetsError) as e:
         raise NoveltynetsError(f"cannot read minority scores from {scores}: {e}") from None
     with atomic_output(out, overwrite) as tmp:
         m = load_model(model, dev)
@@ -130,7 +132,7 @@ def minority_train_cmd(
         clf, log = train_classifier(images, classes, m.alphas_cumprod, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                     device=dev, show_progress=progress, conditions=digits if by_digit else None,
                                     num_conditions=m.num_classes if by_digit else None)
-        clf.config.update(model_id=m.model_id, scores=str(z["distance"]), t=float(z["t"]))
+        clf.config.update(model_id=m.model_id, scores=str(z["distance"]), t=float(z["t"]), **levels)  # levels: for minority-mix
         clf.cpu().save(tmp, log)
     last = log[-1]
     typer.echo(f"{'class-conditional ' if clf.num_conditions else ''}classifier over {clf.num_classes} classes written to {out}; held-out accuracy at t=0.1T/0.5T/0.9T: "

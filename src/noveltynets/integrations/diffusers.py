@@ -330,6 +330,10 @@ class _GuidedStep:
 
     def __init__(self, pipe, terms, kwargs):
         self.pipe, self.terms = pipe, terms
+        needy = [term.name for term in terms if term.needs_denoiser]
+        if needy:  # the pipeline calls its denoiser itself, at its own timesteps
+            raise NoveltynetsError(f"{', '.join(needy)} calls the denoiser at timesteps of its own: served by noveltynets' "
+                                   "sampler and NoveltyDDIMPipeline, not in a wrapped pipeline")
         self.guided = GuidedModel(None, terms, torch.ones(1))
         self.adapter, self.layout = SchedulerAdapter(pipe.scheduler), _Layout(pipe, kwargs)
         gens = kwargs.get("generator")

@@ -42,27 +42,17 @@ def _stamp(path: Path) -> tuple:
 
 
 @dataclass
-class MinorityGuidance(GuidanceTerm):
-    name = "minority"
-    space = "xt"
-    scale: float = 2.0  # w
-    level: int = -1  # l̃; negative counts from the rarest (−1 = L − 1)
+class ClassifierTerm(GuidanceTerm):
+    """What the terms on a minority classifier share: the folder (``classifier``, "" = the one shipped for the
+    default model), loading it (cached, reloaded when the folder changes), refusing it for another model, and
+    ``log_probs``: log p_ψ(l | x_t, t[, c]) over every quantile class l."""
     classifier: str = ""  # a folder from 'noveltynets minority train'; "" = the one shipped for the default model
-    stop: float = 1.0  # the paper guides every step
 
     def __post_init__(self):
         super().__post_init__()
         if not (self.path / "config.json").is_file():
-            raise NoveltynetsError(f"minority: no classifier at {self.path} (make one with 'noveltynets minority train')")
+            raise NoveltynetsError(f"{self.name}: no classifier at {self.path} (make one with 'noveltynets minority train')")
         self.num_classes = self.load("cpu").num_classes
-        if not -self.num_classes <= self.level < self.num_classes:
-            raise NoveltynetsError(f"minority: level must be in [{-self.num_classes}, {self.num_classes - 1}] "
-                                   f"for a classifier of {self.num_classes} classes, got {self.level}")
-
-    @property
-    def target(self) -> int:
-        """l̃ as a class index in [0, L)."""
-        return self.level % self.num_classes
 
     @property
     def path(self) -> Path:
@@ -77,12 +67,36 @@ class MinorityGuidance(GuidanceTerm):
         """A classifier that records the model it was trained for serves that model only (one without serves any)."""
         trained_for = self.load("cpu").config.get("model_id")
         if trained_for is not None and trained_for != model.model_id:
-            raise NoveltynetsError(f"minority: the classifier at {self.path} was trained for model {trained_for}, not "
+            raise NoveltynetsError(f"{self.name}: the classifier at {self.path} was trained for model {trained_for}, not "
                                    f"{model.model_id} (train one for it with 'noveltynets minority train')")
 
-    def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
-        """log p_ψ(l̃ | x_t, t) per sample; log p_ψ(l̃ | x_t, t, c) with a class-conditional classifier
-        (c = the sampled class, or "no class" when sampling unconditionally)."""
+    def log_probs(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
+        """(B, L): log p_ψ(l | x_t, t), or log p_ψ(l | x_t, t, c) with a class-conditional classifier (c = the
+        sampled class, or "no class" when sampling unconditionally)."""
         clf = self.load(x_t.device)
         logits = clf(x_t, info["t"], info.get("classes") if clf.num_conditions else None)
-        return torch.log_softmax(logits.float(), dim=1)[:, self.target]
+        return torch.log_softmax(logits.float(), dim=1)
+
+
+@dataclass
+class MinorityGuidance(ClassifierTerm):
+    name = "minority"
+    space = "xt"
+    scale: float = 2.0  # w
+    stop: float = 1.0  # the paper guides every step
+    level: int = -1  # l̃; negative counts from the rarest (−1 = L − 1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not -self.num_classes <= self.level < self.num_classes:
+            raise NoveltynetsError(f"minority: level must be in [{-self.num_classes}, {self.num_classes - 1}] "
+                                   f"for a classifier of {self.num_classes} classes, got {self.level}")
+
+    @property
+    def target(self) -> int:
+        """l̃ as a class index in [0, L)."""
+        return self.level % self.num_classes
+
+    def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
+        """log p_ψ(l̃ | x_t, t[, c]) per sample."""
+        return self.log_probs(x_t, info)[:, self.target]

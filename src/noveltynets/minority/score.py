@@ -174,6 +174,16 @@ def quantile_classes(scores: torch.Tensor, levels: int) -> tuple[torch.Tensor, t
     return torch.bucketize(scores, thresholds, right=True), thresholds
 
 
+def level_scores(scores: torch.Tensor, classes: torch.Tensor, levels: int) -> torch.Tensor:
+    """r_l (``levels``,): the median score of each quantile class, the level the mixed-score sampler
+    (:mod:`~noveltynets.minority.mix`) weighs class l by."""
+    scores, classes = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(classes, dtype=torch.long)
+    counts = classes.bincount(minlength=levels)
+    if len(counts) != levels or (counts == 0).any():
+        raise NoveltynetsError(f"every one of the {levels} quantile classes needs a score, got counts {counts.tolist()}")
+    return torch.stack([scores[classes == lv].median() for lv in range(levels)])
+
+
 def default_levels(n: int, per_class: int = 450) -> int:
     """A level count that leaves each quantile class about ``per_class`` images (at least 2 classes)."""
     return max(2, n // per_class)

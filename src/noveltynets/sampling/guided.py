@@ -85,7 +85,7 @@ class GuidedModel:
             with torch.no_grad():
                 return self.eps_model(x, t, extra)
         a = self.alphas_cumprod.to(x.device)[t].view(-1, *[1] * (x.dim() - 1))
-        info = {**extra, "x": x, "t": t, "alpha_bar": a}
+        info = {**extra, "x": x, "t": t, "alpha_bar": a, "denoiser": self.eps_model, "alphas_cumprod": self.alphas_cumprod}
         if self.grad_mode == "exact" and any(term.space == "x0" and term.active(progress) for term in self.terms):
             return self._exact(x, t, extra, a, info)
         with torch.no_grad():

@@ -18,7 +18,9 @@ steps by default, where it can only add artefacts.
 A term with ``space = "xt"`` (a noise-conditioned classifier: minority guidance) is instead called
 as ``grad(x_t, info)`` and returns ∇_{x_t} log p directly; GuidedModel adds it to ∇_{x_t} unchanged.
 ``info`` holds the model's ``extra`` (classes, step i, num_steps, seeds) and ``x`` (x_t), ``t``
-(timesteps, (B,)), ``alpha_bar`` and ``eps``.
+(timesteps, (B,)), ``alpha_bar`` and ``eps``; where the sampler owns the denoiser, also ``denoiser`` (the
+eps-model, ``(x, t, extra) -> eps``) and ``alphas_cumprod`` (the schedule), which a term that sets
+``needs_denoiser`` calls at points of its own (minority-self re-noises x̂0 and denoises it).
 
 Besides a gradient, a term may ask the sampler to **re-noise** a sample: ``renoise(x0_hat,
 info)`` returns ρ (B,) in [0, 1], the share of each sample's noise to re-draw at this step
@@ -50,6 +52,7 @@ REGISTRY: dict[str, type["GuidanceTerm"]] = {}  # every term class by name, fill
 class GuidanceTerm:
     name: ClassVar[str] = ""
     space: ClassVar[str] = "x0"  # "x0": grad is ∇_{x̂0} log p at x̂0; "xt": grad is ∇_{x_t} log p at x_t (classifier guidance)
+    needs_denoiser: ClassVar[bool] = False  # grad calls info["denoiser"] (x, t, extra) -> eps at other points (minority-self)
     scale: float = 1.0
     start: float = 0.0
     stop: float = 0.95
