@@ -269,7 +269,7 @@ def counting(eps):
 def test_self_guidance_ascends_the_samples_own_reconstruction_loss(scheduler_factory):
     from noveltynets.minority import MinoritySelf
 
-    term = parse_guide("minority-self:scale=0.5,perturb=0.6")
+    term = parse_guide("minority-self:scale=0.5,perturb=0.6,weight=fixed")
     assert isinstance(term, MinoritySelf) and term.space == "x0" and term.needs_denoiser
     x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 0.5
     t = torch.full((3,), 500)
@@ -282,6 +282,8 @@ def test_self_guidance_ascends_the_samples_own_reconstruction_loss(scheduler_fac
     grad = term.grad(x0, info)
     diff = x0 - recon
     assert torch.allclose(grad, diff / diff.flatten(1).abs().amax(1).view(-1, 1, 1, 1) * a / (1 - a))
+    var = parse_guide("minority-self:scale=0.5,perturb=0.6").grad(x0, info)  # the default weight: (1 − ᾱ_t) of that
+    assert torch.allclose(var, grad * (1 - a), atol=1e-6)
     # the perturbation noise is each sample's own (seed, step): the same in another batch
     assert torch.allclose(term.reconstruction(x0[1:2], {**info, "seeds": [6]}), recon[1:2], atol=1e-6)
     assert not torch.allclose(term.reconstruction(x0, {**info, "i": 5}), recon)
@@ -291,7 +293,8 @@ def test_self_guidance_ascends_the_samples_own_reconstruction_loss(scheduler_fac
     assert (loss(moved) > loss(x0) + 0.1).all()
     with pytest.raises(NoveltynetsError, match="needs the denoiser"):
         term.grad(x0, {k: v for k, v in info.items() if k != "denoiser"})
-    for bad, msg in (("scale=-1", "scale must be >= 0"), ("perturb=0", "perturb must be"), ("perturb=1.5", "perturb must be")):
+    for bad, msg in (("scale=-1", "scale must be >= 0"), ("perturb=0", "perturb must be"), ("perturb=1.5", "perturb must be"),
+                     ("weight=cosine", "weight must be var or fixed")):
         with pytest.raises(NoveltynetsError, match=msg):
             parse_guide(f"minority-self:{bad}")
 
@@ -300,11 +303,11 @@ def test_self_guidance_makes_rare_kinds_more_likely_at_the_cost_of_one_pass_per_
     weights = (8, 3, 1)  # dark common, bright rare
     eps = lambda x, t, extra: mixture_eps(x, t, extra, weights)
     shares = {None: kind_shares(None, scheduler_factory, 60, eps)}
-    for w in (0.2, 0.5):
+    for w in (0.5, 2):
         shares[w] = kind_shares(f"minority-self:scale={w}", scheduler_factory, 60, eps)
-    # measured (dark / grey / bright): plain 0.70 / 0.25 / 0.05; scale 0.2: 0.60 / 0.35 / 0.05; scale 0.5: 0.48 / 0.33 / 0.18
+    # measured (dark / grey / bright): plain 0.70 / 0.25 / 0.05; scale 0.5: 0.50 / 0.40 / 0.10; scale 2: 0.22 / 0.12 / 0.67
     assert shares[None][0] > 0.5
-    assert shares[0.5][0] < shares[0.2][0] < shares[None][0] - 0.05 and shares[0.5][2] > shares[None][2] + 0.05
+    assert shares[2][0] < shares[0.5][0] < shares[None][0] - 0.05 and shares[2][2] > shares[None][2] + 0.05
     assert torch.equal(kind_shares("minority-self:scale=0", scheduler_factory, 60, eps), shares[None])
     for mode in ("x0", "exact"):  # every step of 10 is guided (progress 0.9 < stop 0.95); exact adds a backward pass
         den = counting(eps)

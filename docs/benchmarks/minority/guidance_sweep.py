@@ -15,7 +15,7 @@ figure5.png and one grid per setting.
 """
 import argparse
 import json
-import time
+import os
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +41,7 @@ ap.add_argument("--levels", default="0,3,6,9", help="l̃ swept at --scale")
 ap.add_argument("--scale", type=float, default=2.0)
 ap.add_argument("--scales", default="0.5,1,2,4,8", help="w swept at l̃ = 0 and at l̃ = L-1")
 ap.add_argument("--guides", default="", help="';'-separated method specs to make beside plain (instead of the l̃/w sweep)")
+ap.add_argument("--figure-only", action="store_true", help="only redraw the figure from --out's rows.jsonl and grids")
 ap.add_argument("--out", type=Path, required=True)
 args = ap.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
@@ -58,9 +59,9 @@ else:
     for lv in (0, top):
         settings += [(f"minority:level={lv},scale={w}{clf}", lv, float(w)) for w in args.scales.split(",") if float(w) != args.scale]
 ctx = Context(model, steps=args.steps, batch_size=64)
-rows = []
-with open(args.out / "rows.jsonl", "w") as log:
-    for label, level, w in settings:
+rows = [json.loads(line) for line in open(args.out / "rows.jsonl")] if args.figure_only else []
+with open(os.devnull if args.figure_only else args.out / "rows.jsonl", "w") as log:
+    for label, level, w in [] if args.figure_only else settings:
         method = parse_method(f"{label}{',' if ':' in label else ':'}cfg={args.cfg}")
         run = method.run(ctx, args.klass, seeds)
         seconds = run.seconds
@@ -83,7 +84,8 @@ if args.guides:  # Figure 13: the same seeds in every row
     for ax, row in zip(np.atleast_1d(axes), rows):
         grid = plt.imread(args.out / f"grid_{row['setting'].replace(':', '_').replace(',', '_')}.png")
         ax.imshow(grid[: grid.shape[0] // 4, : grid.shape[1] * 12 // 16], cmap="gray")  # first row: seeds 0..11
-        ax.set_ylabel(row["setting"].replace("minority-", "").replace(":", "\n"), rotation=0, ha="right", va="center", fontsize=7)
+        short = row["setting"].replace("minority-", "").replace("strength=", "λ=").replace(",form=", " ").replace(":", "\n")
+        ax.set_ylabel(short.replace(",", "\n"), rotation=0, ha="right", va="center", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{what}: seeds 0-11 in every row, {args.steps} DDIM steps", fontsize=9)

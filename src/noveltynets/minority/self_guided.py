@@ -8,8 +8,10 @@ sqrt(ᾱ_p). How much x̃0 misses x̂0 is the sample's own minority score (the s
 the gradient of ‖x̂0 − sg(x̃0)‖₂ (the reconstruction held fixed, as the authors' code does), normalised to
 a largest entry of 1 per sample (their ``use_normed_grad``). With the session's exact gradient mode that
 gradient is carried to x_t through the denoiser (one backward pass: the paper's sampler); in the cheap
-mode through ∂x̂0/∂x_t ≈ I/sqrt(ᾱ_t). The result is scaled by ᾱ_t/(1 − ᾱ_t), so that in the cheap mode
-``scale`` is the largest change of any pixel of x̂0 per guided step.
+mode through ∂x̂0/∂x_t ≈ I/sqrt(ᾱ_t). It is scaled so that in the cheap mode the largest change of any
+pixel of x̂0 per guided step is ``scale``·(1 − ᾱ_t) (``weight="var"``, the default: strong while the image
+is still noise, fading as it settles, as the authors' default ``mg_scale_type='var'`` weighs the push by
+the step's posterior variance) or ``scale`` at every step (``weight="fixed"``).
 
 Cost per guided step: one more denoiser pass (at t_p, under classifier-free guidance two), plus, in the
 exact mode, a backward pass through the denoiser. The perturbation noise of each sample comes from its
@@ -40,6 +42,7 @@ class MinoritySelf(GuidanceTerm):
     needs_denoiser = True
     scale: float = 1.0  # w: in the cheap mode the largest per-pixel change of x̂0 per guided step
     perturb: float = 0.8  # t_p as a fraction of the schedule (the authors' default p_ratio)
+    weight: str = "var"  # "var": x̂0 moves by up to scale·(1 − ᾱ_t) per step; "fixed": by up to scale
 
     def __post_init__(self):
         super().__post_init__()
@@ -47,6 +50,8 @@ class MinoritySelf(GuidanceTerm):
             raise NoveltynetsError(f"minority-self: scale must be >= 0, got {self.scale}")
         if not 0 < self.perturb <= 1:
             raise NoveltynetsError(f"minority-self: perturb must be a fraction of the schedule in (0, 1], got {self.perturb}")
+        if self.weight not in ("var", "fixed"):
+            raise NoveltynetsError(f"minority-self: weight must be var or fixed, got {self.weight!r}")
 
     def reconstruction(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
         """x̃0: x̂0 noised to t_p (noise from each sample's seed and step) and denoised once."""
@@ -66,8 +71,8 @@ class MinoritySelf(GuidanceTerm):
         return (x_p - (1 - a_p).sqrt() * eps) / a_p.sqrt()
 
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        """∇_{x̂0} ‖x̂0 − sg(x̃0)‖₂ normalised to a largest entry of 1, times ᾱ_t/(1 − ᾱ_t)."""
+        """∇_{x̂0} ‖x̂0 − sg(x̃0)‖₂ normalised to a largest entry of 1, times ᾱ_t ("var") or ᾱ_t/(1 − ᾱ_t) ("fixed")."""
         diff = x0_hat - self.reconstruction(x0_hat, info)
         peak = diff.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (diff.dim() - 1))
         a = info["alpha_bar"]
-        return diff / peak * (a / (1 - a))
+        return diff / peak * (a if self.weight == "var" else a / (1 - a))
