@@ -3,6 +3,9 @@
 # Scores: l2 distance, each image reconstructed with its own digit as the class, 4 draws averaged
 # (test-retest rho 0.83, rank correlation with AvgkNN 0.56: see README.md), 10 quantile classes.
 # The classifier is class-conditional, p(l | x_t, t, digit), digit dropped 10% of the time (the paper's intra-class form).
+# minority train also writes the threshold levels (thresholds, level_scores: the median score of each class) that
+# minority-mix needs; the shipped config.json got them on 2026-12-02 from these same scores by the same function
+# (noveltynets.minority.level_scores), its weights unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 noveltynets minority score --out docs/benchmarks/minority/scores_l2_cond_4draws.npz --overwrite \

@@ -28,7 +28,7 @@ def sample(
     scheduler: str = typer.Option("ddim", "--scheduler", help="ddim, ddpm, dpm++ or unipc."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Initial-noise temperature (scales the starting noise; 1 = off)."),
-    guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, point); repeatable."),
+    guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, minority-mix, minority-self, point); repeatable."),
     filter_spec: Optional[str] = typer.Option(None, "--filter", "-f", help="Outer-loop filter NAME[:key=value,...]: oversample, knn-filter, lsh-filter."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
     memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Named history to guide with and update (created if missing): a novelty "
