@@ -145,7 +145,8 @@ def test_cli_minority_score_writes_scores_and_classes(tmp_path):
     from noveltynets.minority import load_classifier
     clf = load_classifier(tmp_path / "clf")
     assert clf.num_classes == 3 and clf.config["model_id"].startswith("mnist5k-unet@")
-    medians = [float(np.median(z["scores"][z["classes"] == lv])) for lv in range(3)]  # r_l of minority-mix
+    lower_median = lambda v: float(np.sort(v)[(len(v) - 1) // 2])  # torch.median's: the lower middle value of an even count
+    medians = [lower_median(z["scores"][z["classes"] == lv]) for lv in range(3)]  # r_l of minority-mix
     assert np.allclose(clf.config["level_scores"], medians) and np.allclose(clf.config["thresholds"], z["thresholds"])
     assert clf.config["level_scores"] == sorted(clf.config["level_scores"])
     missing = CliRunner().invoke(app, ["minority", "train", "--scores", str(tmp_path / "none.npz"), "--out", str(tmp_path / "c2")])

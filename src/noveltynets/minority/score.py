@@ -175,8 +175,8 @@ def quantile_classes(scores: torch.Tensor, levels: int) -> tuple[torch.Tensor, t
 
 
 def level_scores(scores: torch.Tensor, classes: torch.Tensor, levels: int) -> torch.Tensor:
-    """r_l (``levels``,): the median score of each quantile class, the level the mixed-score sampler
-    (:mod:`~noveltynets.minority.mix`) weighs class l by."""
+    """r_l (``levels``,): the median score of each quantile class (``torch.median``: the lower middle value of
+    an even count), the level the mixed-score sampler (:mod:`~noveltynets.minority.mix`) weighs class l by."""
     scores, classes = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(classes, dtype=torch.long)
     counts = classes.bincount(minlength=levels)
     if len(counts) != levels or (counts == 0).any():
