@@ -6,7 +6,8 @@ x_p = sqrt(ᾱ_p)·x̂0 + sqrt(1 − ᾱ_p)·ε, and denoised once (Tweedie): x�
 sqrt(ᾱ_p). How much x̃0 misses x̂0 is the sample's own minority score (the score of
 :mod:`~noveltynets.minority.score`, measured on the sample in the making), and guidance ascends it:
 the gradient of ‖x̂0 − sg(x̃0)‖₂ (the reconstruction held fixed, as the authors' code does), normalised to
-a largest entry of 1 per sample (their ``use_normed_grad``). With the session's exact gradient mode that
+a largest entry of 1 per sample (their ``use_normed_grad``; here the x̂0 gradient, before any Jacobian, where
+theirs normalises the x_t gradient). With the session's exact gradient mode that
 gradient is carried to x_t through the denoiser (one backward pass: the paper's sampler); in the cheap
 mode through ∂x̂0/∂x_t ≈ I/sqrt(ᾱ_t). It is scaled so that in the cheap mode the largest change of any
 pixel of x̂0 per guided step is ``scale``·(1 − ᾱ_t) (``weight="var"``, the default: strong while the image
