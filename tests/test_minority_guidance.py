@@ -235,7 +235,7 @@ def test_mixed_score_bad_settings_are_one_line_errors(brightness_classifier, lev
     from noveltynets.cli import app
 
     shipped = parse_guide("minority-mix")  # the shipped classifier carries its levels
-    assert shipped.num_classes == 10 and torch.all(shipped.log_levels.diff() > 0)
+    assert shipped.num_classes == 10 and torch.all(shipped.log_levels("cpu").diff() > 0)
     for spec, msg in ((f"minority-mix:classifier={brightness_classifier}", "has no threshold levels"),
                       (f"minority-mix:classifier={leveled_classifier},strength=-1", r"strength \(λ\) must be >= 0"),
                       (f"minority-mix:classifier={leveled_classifier},form=cube", "form must be one of linear, power"),
@@ -254,6 +254,9 @@ def test_mixed_score_bad_settings_are_one_line_errors(brightness_classifier, lev
     run = CliRunner().invoke(app, ["sample", "--n", "1", "--steps", "2", "--guide", f"minority-mix:classifier={folder}",
                                    "--out", str(tmp_path / "s")])
     assert run.exit_code == 2 and "trained for model x@1" in run.output
+    mine = parse_guide(f"minority-mix:classifier={folder}")
+    (folder / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()), "level_scores": [1, 1, 8]}))
+    assert torch.allclose(mine.log_levels("cpu"), torch.tensor([1.0, 1.0, 8.0]).log())  # a rewritten folder's levels
 
 
 # -- minority-self: classifier-free, self-guided -----------------------------------------------------------------------

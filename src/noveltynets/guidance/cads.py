@@ -27,7 +27,7 @@ import torch
 
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS
-from ..sampling.seeds import derived_seed
+from ..sampling.seeds import step_noise
 from .base import GuidanceTerm
 
 
@@ -78,8 +78,7 @@ class CADSGuidance(GuidanceTerm):
         if gamma >= 1.0 or self.scale == 0 or not self.start <= 1.0 - t < self.stop:
             return y
         flat = y.flatten(1)
-        n = torch.stack([torch.randn(flat.shape[1], generator=torch.Generator().manual_seed(derived_seed(s, info["i"], 0xCAD5)))
-                         for s in info["seeds"]]).to(flat)
+        n = step_noise(info["seeds"], info["i"], 0xCAD5, (flat.shape[1],)).to(flat)
         return cads_noise(flat, n, gamma, self.noise_scale, self.psi).view_as(y)
 
     @contextlib.contextmanager

@@ -46,19 +46,24 @@ class MinorityMix(ClassifierTerm):
             raise NoveltynetsError(f"minority-mix: strength (λ) must be >= 0, got {self.strength}")
         if self.form not in FORMS:
             raise NoveltynetsError(f"minority-mix: form must be one of {', '.join(FORMS)}, got {self.form!r}")
-        levels = self.load("cpu").config.get("level_scores")
-        if not isinstance(levels, list) or len(levels) != self.num_classes or not all(
+        self.log_levels("cpu")  # refused now, before any sampling, if the folder has none
+
+    def log_levels(self, device) -> torch.Tensor:
+        """log r_l (L,), from the classifier's config as it is on disk now (a retrained folder brings its own)."""
+        clf = self.load(device)
+        levels = clf.config.get("level_scores")
+        if not isinstance(levels, list) or len(levels) != clf.num_classes or not all(
                 isinstance(r, (int, float)) and r > 0 for r in levels):
             raise NoveltynetsError(f"minority-mix: the classifier at {self.path} has no threshold levels (level_scores, one "
                                    f"positive score per class); train it again with 'noveltynets minority train'")
-        self.log_levels = torch.tensor(levels, dtype=torch.float64).log().float()
+        return torch.tensor(levels, dtype=torch.float64, device=device).log().float()
 
     def active(self, progress: float) -> bool:
         return self.strength != 0 and super().active(progress)
 
     def log_prob(self, x_t: torch.Tensor, info: dict) -> torch.Tensor:
         """λ·log Σ_l p_ψ(l | x_t) r_l ("linear") or log Σ_l p_ψ(l | x_t) r_l^λ ("power"), per sample."""
-        log_r = self.log_levels.to(x_t.device)
+        log_r = self.log_levels(x_t.device)
         if self.form == "power":
             return torch.logsumexp(self.log_probs(x_t, info) + self.strength * log_r, dim=1)
         return self.strength * torch.logsumexp(self.log_probs(x_t, info) + log_r, dim=1)

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import NoveltynetsError
 from ..guidance.base import GuidanceTerm
-from ..sampling.seeds import derived_seed
+from ..sampling.seeds import step_noise
 from .score import timestep_at
 
 SALT = 0x5E1F  # keeps this term's noise apart from any other drawn from (seed, step)
@@ -62,9 +62,7 @@ class MinoritySelf(GuidanceTerm):
                                    "NoveltyDDIMPipeline give it, a wrapped diffusers pipeline does not")
         tp = timestep_at(self.perturb, len(abar))
         a_p = abar[tp].to(x0_hat.device, x0_hat.dtype)
-        seeds = info.get("seeds") or [None] * len(x0_hat)
-        noise = torch.stack([torch.randn(x0_hat.shape[1:], generator=None if s is None else
-                                         torch.Generator().manual_seed(derived_seed(s, info["i"], SALT))) for s in seeds])
+        noise = step_noise(info.get("seeds") or [None] * len(x0_hat), info["i"], SALT, tuple(x0_hat.shape[1:]))
         x_p = a_p.sqrt() * x0_hat + (1 - a_p).sqrt() * noise.to(x0_hat.device, x0_hat.dtype)
         t = torch.full((len(x0_hat),), tp, device=x0_hat.device, dtype=torch.long)
         with torch.no_grad():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
+
 from ..errors import NoveltynetsError
 
 MAX_SEED = 2**32 - 1  # torch's CPU generator (mt19937) keeps only a seed's low 32 bits: 2**32 + 5 gives seed 5's noise
@@ -14,6 +16,14 @@ def derived_seed(*parts: int) -> int:
     distinct inputs give independent noise, and it is the same in every process."""
     digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big")
+
+
+def step_noise(seeds: list, step: int, salt: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """(len(seeds), *shape) standard normal noise, row r from ``derived_seed(seeds[r], step, salt)`` (the same in any
+    batch and process); a seed of None draws from torch's global generator. ``salt`` keeps one term's noise apart
+    from another's at the same (seed, step)."""
+    return torch.stack([torch.randn(shape, generator=None if s is None else torch.Generator().manual_seed(derived_seed(s, step, salt)))
+                        for s in seeds])
 
 
 def parse_seeds(spec: str) -> list[int]:
