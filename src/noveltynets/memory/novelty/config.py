@@ -2,7 +2,7 @@
 
 The fields are flat on purpose: users set them by name (``novelty:proximity_radius=0.5``) and
 stores keep them as one JSON object, so a name or default never changes. The groups below are
-ordered sections of the definition (identity, net, recall head, replay, reference and negatives,
+ordered sections of the definition (identity, net, recall head, sketch, replay, reference and negatives,
 targets, projection); :attr:`MemoryConfig.sections` is a derived, read-only view by section.
 """
 
@@ -22,6 +22,7 @@ class MemoryConfig:
     - **net**: the smooth head, the one guidance follows: an MLP on random Fourier features of the
       normalised input, and its training (Adam, steps and batch size per observe).
     - **recall**: a second, sharp head that answers "was this very sample generated?".
+    - **sketch**: or, for long histories, a fixed-size LSH sketch of every finished sample in its place.
     - **replay**: the remembered embeddings (a reservoir of fixed size, or all of them).
     - **reference / negatives**: what counts as "not generated here" and the jitter on drawn rows.
     - **targets**: what the smooth head learns, proximity to history (regressed) or classification.
@@ -51,6 +52,17 @@ class MemoryConfig:
     recall: bool = True  # a second, sharp head (Fourier σ = fourier_sigma, finished samples only) answers seen_probability
     recall_hidden: int = 256  # its width; the smooth head above steers guidance (it generalises to near-duplicates but
     # recalls exact samples worse: seen AUC 0.88 at 1k, 0.64 at 10k observed samples, measured)
+
+    # -- sketch: a fixed-size recall head for long histories --------------------------------------
+    sketch_mb: float = 0.0  # > 0: the recall head is a sketch of every finished sample of this many MiB (Euclidean LSH
+    # tables in one Bloom filter, noveltynets.embed.sketch) instead of the sharp net, so "was this very sample generated?"
+    # stays answered as history grows past what a fixed net remembers (net seen AUC 0.578 at 100k samples, measured);
+    # its size is fixed when the memory is made, whatever the history
+    sketch_tables: int = 16  # LSH tables, cells of widths spread geometrically from sketch_width_min to sketch_width (in ℓ)
+    sketch_projections: int = 6  # directions per table (a cell's sides)
+    sketch_width: float = 1.2
+    sketch_width_min: float = 0.3
+    sketch_capacity: int = 1_000_000  # the samples the Bloom filter's bits per key are chosen for (false positives rise beyond)
 
     # -- replay --------------------------------------------------------------------------------
     replay: str = "reservoir"  # "reservoir" (fixed size) or "full" (keeps every positive)
@@ -108,6 +120,15 @@ class MemoryConfig:
             raise NoveltynetsError("proximity_radius, query_jitter, proximity sigmas, target_rows and query_rows must be positive")
         if min(self.dim, self.hidden, self.layers, self.steps_per_observe, self.batch_size, self.replay_size, self.recall_hidden) <= 0:
             raise NoveltynetsError("memory sizes and step counts must be positive")
+        if self.sketch_mb < 0 or (self.sketch_mb and min(self.sketch_tables, self.sketch_projections, self.sketch_capacity) < 1):
+            raise NoveltynetsError("sketch_mb must be >= 0 (0: off), sketch_tables, sketch_projections and sketch_capacity >= 1")
+        if self.sketch_mb and not 0 < self.sketch_width_min <= self.sketch_width:
+            raise NoveltynetsError("the sketch's widths need 0 < sketch_width_min <= sketch_width")
+        if self.sketch_mb and self.negatives == "jitter":
+            raise NoveltynetsError("a sketch measures cells in units of the reference's spacing: it needs reference negatives "
+                                   "('pool' or 'real'), not 'jitter'")
+        if not 64 <= self.sketch_mb * 8 * 2**20 < 2**31 and self.sketch_mb:
+            raise NoveltynetsError(f"sketch_mb must be between 1e-5 and 255 MiB, got {self.sketch_mb}")
         if self.projection < 0:
             raise NoveltynetsError(f"projection must be >= 0 (0: off), got {self.projection}")
         if self.projection >= self.dim or self.negatives == "jitter":
@@ -125,6 +146,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {  # the sections above, in order: every 
     "net": ("hidden", "layers", "lr", "steps_per_observe", "batch_size", "fourier", "fourier_sigma", "fourier_sigma_min",
             "fourier_raw", "scaling"),
     "recall": ("recall", "recall_hidden"),
+    "sketch": ("sketch_mb", "sketch_tables", "sketch_projections", "sketch_width", "sketch_width_min", "sketch_capacity"),
     "replay": ("replay", "replay_size", "trajectory"),
     "negatives": ("negatives", "jitter_sigma", "negative_jitter", "positive_jitter", "jitter_spread"),
     "targets": ("target", "proximity_radius", "query_jitter", "proximity_sigma_min", "proximity_sigma", "target_rows",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ...embed.sketch import L2Sketch, optimal_hashes
 from ...errors import NoveltynetsError
 from . import heads, serial, targets
 from .config import MemoryConfig
@@ -37,8 +40,13 @@ class NoveltyMemory:
         init = torch.Generator().manual_seed(c.seed)  # both heads' initial weights, one after the other
         self.freqs, self.net = heads.head(c, heads.smooth_scales(c), c.hidden, c.fourier_raw, c.seed, init, self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
-        self.recall_freqs = self.recall_net = self.recall_opt = None
-        if c.recall:  # sharp features, no raw input: memorises points (the old single-scale memory)
+        self.recall_freqs = self.recall_net = self.recall_opt = self.sketch = None
+        self.sketch_unit = 0.0  # ℓ when the sketch took its first sample: its cells are measured in it from then on
+        if c.sketch_mb:  # the recall head is a sketch of every finished sample, of fixed size
+            nbits = int(c.sketch_mb * 8 * 2**20)
+            self.sketch = L2Sketch(k, c.sketch_tables, c.sketch_projections, c.sketch_width, nbits,
+                                   optimal_hashes(nbits, c.sketch_capacity * c.sketch_tables), c.seed + 2, c.sketch_width_min)
+        elif c.recall:  # sharp features, no raw input: memorises points (the old single-scale memory)
             self.recall_freqs, self.recall_net = heads.head(c, heads.sharp_scales(c), c.recall_hidden, False, c.seed + 1, init,
                                                             self.device)
             self.recall_opt = torch.optim.Adam(self.recall_net.parameters(), lr=c.lr)
@@ -66,6 +74,11 @@ class NoveltyMemory:
         return self.net(self._smooth_features(z)).squeeze(-1)
 
     def _recall_logit(self, z: torch.Tensor) -> torch.Tensor:
+        if self.sketch is not None:  # log-odds from the share of tables whose cell holds a sample (not differentiable)
+            if not self.sketch.n_added:
+                return torch.full((len(z),), -math.log(2 * self.sketch.tables + 1), device=z.device)
+            h = self.sketch.hits(z.detach() / self.sketch_unit).to(z.device, torch.float32)
+            return torch.log((h + 0.5) / (self.sketch.tables - h + 0.5))
         if self.recall_net is None:
             return self._smooth_logit(z)
         return self.recall_net(heads.features(z, self.mean, self.std, self.recall_freqs, False)).squeeze(-1)
@@ -76,7 +89,8 @@ class NoveltyMemory:
         return self._smooth_logit(self.project(embeddings))
 
     def recall_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head (the smooth one without it)."""
+        """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head, or the sketch
+        (``sketch_mb``: log((hits + ½)/(tables − hits + ½)), not differentiable), or the smooth head without either."""
         return self._recall_logit(self.project(embeddings))
 
     @torch.no_grad()
@@ -171,6 +185,9 @@ class NoveltyMemory:
         self.replay, self.n_offered = self._remember(self.replay, new, self.n_offered)
         if self.recall_net is not None:
             self.replay_final, _ = self._remember(self.replay_final, new[:n_samples], self.n_seen)
+        if self.sketch is not None:
+            self.sketch_unit = self.sketch_unit or self.neighbour_distance()
+            self.sketch.add(new[:n_samples] / self.sketch_unit)
         self.n_seen += n_samples
         return self.rehearse(steps, new, n_samples)
 

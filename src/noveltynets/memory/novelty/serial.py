@@ -6,7 +6,10 @@ Format versions (``format_version`` in the metadata):
 - 0: states written before versions were recorded, in every layout they have had (told apart by
   their keys: no ``recall.*`` head, ``opt.*`` for the smooth head's optimiser, no ``replay_final``,
   2 or 3 counters; and configs without ``recall`` or ``target``). :func:`_upgrade_0` brings them to 1.
-- 1: the layout :func:`state_tensors` writes.
+- 1: the net-only layout.
+- 2: may hold a sketch (``sketch.bits``, ``sketch.counters`` = samples added, ``sketch.unit`` = its ℓ), which a
+  reader of format 1 would drop without a word; :func:`state_tensors` writes this layout (a state without a sketch
+  is the same as in format 1).
 
 Loading upgrades a state step by step to the current version; a state from a newer version is refused.
 """
@@ -27,7 +30,7 @@ from .config import MemoryConfig
 if TYPE_CHECKING:
     from .core import NoveltyMemory
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 Tensors = dict[str, torch.Tensor]
 
 
@@ -52,6 +55,9 @@ def state_tensors(mem: NoveltyMemory) -> Tensors:
         t.update(centre=mem.centre, basis=mem.basis)
     t.update(replay=mem.replay, replay_final=mem.replay_final, negatives=mem.negatives, mean=mem.mean, std=mem.std,
              counters=torch.tensor([mem.n_seen, mem.train_steps, mem.n_offered, mem.n_ref_final]), gen=mem.gen.get_state())
+    if mem.sketch is not None:
+        t.update({"sketch.bits": mem.sketch.bits, "sketch.counters": torch.tensor([mem.sketch.n_added]),
+                  "sketch.unit": torch.tensor([mem.sketch_unit], dtype=torch.float64)})
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
 
@@ -76,7 +82,12 @@ def _upgrade_0(config: dict, t: Tensors) -> tuple[dict, Tensors]:
     return config, t
 
 
-UPGRADES = {0: _upgrade_0}  # version v → v + 1
+def _upgrade_1(config: dict, t: Tensors) -> tuple[dict, Tensors]:
+    """Version 1 → 2: nothing to change (format 1 had no sketch)."""
+    return config, t
+
+
+UPGRADES = {0: _upgrade_0, 1: _upgrade_1}  # version v → v + 1
 
 
 def _read(blob: bytes) -> tuple[MemoryConfig, Tensors]:
@@ -123,4 +134,9 @@ def from_bytes(cls: type[NoveltyMemory], blob: bytes, device: str | torch.device
         mem.centre, mem.basis = t["centre"].to(dev), t["basis"].to(dev)
     mem.n_seen, mem.train_steps, mem.n_offered, mem.n_ref_final = [int(x) for x in t["counters"][:4]]
     mem.gen.set_state(t["gen"])
+    if mem.sketch is not None and "sketch.bits" in t:
+        if t["sketch.bits"].shape != mem.sketch.bits.shape:
+            raise NoveltynetsError("memory data is corrupt (its sketch does not match its config)")
+        mem.sketch.bits, mem.sketch.n_added = t["sketch.bits"].clone(), int(t["sketch.counters"][0])
+        mem.sketch_unit = float(t["sketch.unit"][0])
     return mem
