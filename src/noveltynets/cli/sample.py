@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import sys
@@ -45,6 +46,10 @@ def sample(
     overwrite: bool = OverwriteOpt,
     device: str = DeviceOpt,
     progress: bool = ProgressOpt,
+    workers: int = typer.Option(1, "--workers", help="Sampler processes (Ray actors, one per GPU with --device cuda) that "
+                                "share one memory; above 1 needs noveltynets[ray]. The same files as one process."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster (host:port, ray://host:port "
+                                              "or auto) for the workers; default: a local Ray with --workers CPUs."),
 ) -> None:
     """Generate images and write PNGs, grid.png, samples.npz and manifest.json to --out."""
     import numpy as np
@@ -67,21 +72,33 @@ def sample(
     seed_list = seed_list if seed_list is not None else list(range(n))
     if memory is not None:
         check_name(memory)  # before the reference pool is sampled and cached
-    dev = _device(device)
+    if workers < 1:
+        raise NoveltynetsError(f"--workers must be at least 1, got {workers}")
+    distributed = workers > 1 or ray_address is not None
+    if distributed:  # Ray missing or a cluster out of reach: said before any work
+        from ..distributed import connect, open_distributed
+
+        if device not in ("cpu", "cuda"):
+            raise NoveltynetsError(f"with --workers, --device is cpu or cuda (each worker gets a GPU of its own), got {device!r}")
+        connect(workers, ray_address)
+    dev = device if distributed else _device(device)  # the workers' GPUs need not be on this machine
     config = _config(klass=klass, cfg=cfg, steps=steps, scheduler=scheduler, eta=eta, temperature=temperature,
                      batch_size=batch_size, device=dev, grad_mode=grad_mode)
     terms = [parse_guide(spec) for spec in guide]
     t_load = time.perf_counter()
-    m = load_model(model, device=dev)
+    m = load_model(model, device="cpu" if distributed else dev)  # each worker moves its copy to the device
     load_s = time.perf_counter() - t_load
     _check_class(m, klass)
     make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
     if memory is not None or any(t.name == "novelty" for t in terms):  # the session opens the store
         _refuse_inside(out, store or default_store_path(), "the memory store")
-    session = open_session(m, config, terms, filter_spec, memory, store, embedder, negatives, pool_size, scope, show_progress=progress)
-    with atomic_output(out, overwrite) as tmp:
+    opened = functools.partial(open_distributed, workers=workers) if distributed else open_session
+    with opened(m, config, terms, filter_spec, memory, store=store, embedder=embedder, negatives=negatives, pool_size=pool_size,
+                scope=scope, show_progress=progress) as session, atomic_output(out, overwrite) as tmp:
         # 2. sample (a filter keeps one image per seed slot; the seeds they came from go into samples.npz and the manifest)
+        t_sample = time.perf_counter()
         run = session.sample(seed_list, show_progress=progress)
+        wall_s = time.perf_counter() - t_sample
         seed_list, filt = run.seeds, session.filter
         # 3. write everything into the temporary folder, then move it into place
         images = to_uint8(run.images)
@@ -96,10 +113,12 @@ def sample(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["noveltynets", *sys.argv[1:]]),
             "settings": {**config.to_dict(), "n": n, "seeds": seeds or f"0-{n - 1}", "guidance": [t.to_dict() for t in terms],
-                         "filter": {**filt.to_dict(), "generated": run.generated, "kept_seeds": run.seeds} if filt else None},
+                         "filter": {**filt.to_dict(), "generated": run.generated, "kept_seeds": run.seeds} if filt else None,
+                         "workers": workers},
             "model": {"id": m.model_id, "path": str(m.path)},
             "memory": session.info(),
             "timings": {"model_load_s": round(load_s, 3), "sampling_s": round(run.seconds, 3), "per_sample_s": round(run.seconds / n, 4),
+                        "sampling_wall_s": round(wall_s, 3),  # with several workers: less than sampling_s, their sum
                         "batch_s": [round(b, 3) for b in run.batch_seconds], "total_s": round(time.perf_counter() - t_start, 3)},
             "versions": {"noveltynets": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version()},
         }
