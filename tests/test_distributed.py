@@ -22,16 +22,26 @@ from benchmarks.distributed_throughput import measure
 from noveltynets.cli import app
 from noveltynets.distributed import open_distributed, start_workers
 from noveltynets.embed import PooledPixels
+from noveltynets.errors import NoveltynetsError
 from noveltynets.memory.store import MemoryStore
 from noveltynets.models import load_model
 from noveltynets.sampling import SamplingConfig
-from noveltynets.session import open_session
 
 CONFIG = SamplingConfig(klass=1, cfg=4.0, steps=6, batch_size=4)  # CFG 4: the ones collapse, near-copies abound
 EMBED = PooledPixels(32)  # the memory's embedder (the default): the 32×32 images themselves
 # the memory's push alone (no batch part), strong and to the end of the run: at the defaults the push of a memory of a
 # few dozen samples is within the noise on this model (docs/benchmarks: the memory shows over many runs)
 STRONG = "novelty:scale=3,memory_weight=8,memory_stop=0.95,batch_weight=0"  # measured: shared/separate 1.27
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test process samples with one torch thread, as each worker does: two threads on two cores that the workers
+    share were measured several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +95,18 @@ def _cross_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((d.min(1).values.mean() + d.min(0).values.mean()) / 2)
 
 
-def test_a_shared_memory_pushes_one_workers_samples_away_from_the_others(shared, model, tmp_path):
-    """The same seeds, in the same batches, each worker's with a memory of its own (one process each): their
-    samples come nearer to each other's than when the workers share one memory."""
+def test_a_shared_memory_pushes_one_workers_samples_away_from_the_others(shared, pool, model, tmp_path):
+    """The same seeds, in the same batches, on the same workers, each with a memory of its own (two runs side by
+    side): their samples come nearer to each other's than when the workers share one memory."""
     run, made_by = shared["run"], np.array(shared["made_by"])
     mine = {w: [int(s) for s in np.array(run.seeds)[made_by == w]] for w in (0, 1)}
-    separate = {}
-    for w, seeds in mine.items():
-        with open_session(model, CONFIG, [STRONG], memory=f"own{w}", store=tmp_path / "own.sqlite") as session:
-            separate[w] = torch.cat([session.sample(seeds[a:a + 4]).images for a in range(0, len(seeds), 4)])
+
+    def alone(w):
+        with open_distributed(model, CONFIG, [STRONG], memory=f"own{w}", store=tmp_path / "own.sqlite", workers=[pool[w]]) as s:
+            return s.sample(mine[w]).images
+
+    with ThreadPoolExecutor(2) as ex:
+        separate = dict(zip((0, 1), ex.map(alone, (0, 1))))
     together = {w: run.images[torch.from_numpy(made_by == w)] for w in (0, 1)}
     shared_d, separate_d = _cross_distance(together[0], together[1]), _cross_distance(separate[0], separate[1])
     print(f"cross nearest-neighbour distance: shared {shared_d:.3f}, separate {separate_d:.3f}")
@@ -118,6 +131,12 @@ def test_a_resent_batch_is_observed_once_and_workers_see_the_new_weights(pool, m
         assert ray.get([w.refresh.remote() for w in pool]) == [v1, v1]
     assert [s for s, _ in rows(store, "d")] == list(range(8)) + [100, 101, 102]
     assert MemoryStore(store).info("d").n_seen == 11
+
+
+def test_a_history_kept_inside_each_process_is_refused_without_a_name(pool, model, tmp_path):
+    """Without --memory, repel's exact history would live in each worker apart: refused, before any actor starts."""
+    with pytest.raises(NoveltynetsError, match=r"repel keeps its history inside each process: name a memory"):
+        open_distributed(model, CONFIG, ["repel"], store=tmp_path / "m.sqlite", workers=pool)
 
 
 def test_the_throughput_benchmark_runs_with_one_and_two_workers(pool, model, tmp_path):
@@ -170,7 +189,6 @@ def test_without_ray_workers_say_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as where it is not installed
     r = CliRunner().invoke(app, ["sample", *FAST, "--out", str(tmp_path / "o"), "--workers", "2"])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "pip install 'noveltynets[ray]'" in r.stderr
-    assert CliRunner().invoke(app, ["sample", *FAST, "--out", str(tmp_path / "p"), "--workers", "1"]).exit_code == 0
 
 
 def test_importing_noveltynets_does_not_import_ray():

@@ -94,7 +94,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     if not host or not port.isdigit():
         raise NoveltynetsError(f"--ray-address must be host:port, ray://host:port or auto, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
         raise NoveltynetsError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
 
@@ -111,6 +111,8 @@ def _get(refs, ray=None):
             cause = cause.cause
         if isinstance(cause, NoveltynetsError):
             raise NoveltynetsError(str(cause.args[0]) if cause.args else str(cause)) from None
+        if isinstance(cause, ray.exceptions.RayActorError):  # a worker's call to the memory actor
+            raise NoveltynetsError("the memory actor died; the store keeps every batch it had learnt") from None
         raise
 
 
@@ -122,6 +124,7 @@ def _as_dicts(guide, filter) -> tuple[list[dict], dict | None]:
 
 
 def _from_dicts(terms: list[dict], filt: dict | None) -> tuple[list[GuidanceTerm], object]:
+    """Fresh guidance terms and filter from :func:`_as_dicts`' dicts."""
     registry()  # the later layers' terms, registered
     rest = {k: v for k, v in (filt or {}).items() if k != "name"}
     return [GuidanceTerm.from_dict(d) for d in terms], FILTERS[filt["name"]](**rest) if filt else None
