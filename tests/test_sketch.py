@@ -144,3 +144,25 @@ def test_a_format_1_state_loads_as_it_was(rows):
 def test_bad_sketch_settings_are_refused(change, message):
     with pytest.raises(NoveltynetsError, match=message):
         sketch_cfg(**change)
+
+
+def test_the_cli_makes_a_sketch_memory_and_refuses_bad_memory_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from noveltynets.cli import app
+
+    store = tmp_path / "m.sqlite"
+    run = lambda *a: CliRunner().invoke(app, [str(x) for x in ("sample", "--class", 7, "--n", 2, "--steps", 3, "--no-progress",  # noqa: E731
+                                                               "--guide", "novelty", "--store", store, *a)])
+    r = run("--memory", "big", "--memory-option", "sketch_mb=0.5", "--memory-option", "replay_size=1000", "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    mem, _ = MemoryStore(store).load("big")
+    assert mem.sketch is not None and mem.sketch.nbytes == 2**19 and mem.sketch.n_added == 2
+    assert mem.config.replay_size == 1000 and mem.recall_net is None
+    for args, message in ((["--memory", "big", "--memory-option", "sketch_mb=1"], "exists: its settings were fixed"),
+                          (["--memory", "other", "--memory-option", "sketch_mbb=1"], "expected KEY=VALUE"),
+                          (["--memory", "other", "--memory-option", "sketch_mb=lots"], "not a valid float"),
+                          (["--memory", "other", "--memory-option", "sketch_mb=-2"], "sketch_mb must be >= 0")):
+        r = run(*args, "--out", tmp_path / "b")
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
+        assert not (tmp_path / "b").exists()

@@ -41,6 +41,9 @@ def sample(
                                             "(unguided samples; the default otherwise) or jitter (a classify memory)."),
     pool_size: int = typer.Option(128, "--pool-size", help="Unguided samples in a new memory's reference pool (made once, cached)."),
     scope: str = typer.Option("user", "--scope", help="A new memory's scope: session, user or service."),
+    memory_option: List[str] = typer.Option([], "--memory-option", help="A new novelty memory's setting KEY=VALUE (any "
+                                            "MemoryConfig field, e.g. sketch_mb=7 for a recall sketch that holds 10^6 "
+                                            "samples); repeatable."),
     model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
     out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = OverwriteOpt,
@@ -82,6 +85,9 @@ def sample(
             raise NoveltynetsError(f"with --workers, --device is cpu or cuda (each worker gets a GPU of its own), got {device!r}")
         connect(workers, ray_address)
     dev = device if distributed else _device(device)  # the workers' GPUs need not be on this machine
+    memory_config = _memory_config(memory_option)
+    if memory_config and memory is not None and _exists(store or default_store_path(), memory):
+        raise NoveltynetsError(f"memory {memory!r} exists: its settings were fixed when it was made (--memory-option is for a new one)")
     config = _config(klass=klass, cfg=cfg, steps=steps, scheduler=scheduler, eta=eta, temperature=temperature,
                      batch_size=batch_size, device=dev, grad_mode=grad_mode)
     terms = [parse_guide(spec) for spec in guide]
@@ -94,7 +100,7 @@ def sample(
         _refuse_inside(out, store or default_store_path(), "the memory store")
     opened = functools.partial(open_distributed, workers=workers) if distributed else open_session
     with opened(m, config, terms, filter_spec, memory, store=store, embedder=embedder, negatives=negatives, pool_size=pool_size,
-                scope=scope, show_progress=progress) as session, atomic_output(out, overwrite) as tmp:
+                scope=scope, memory_config=memory_config, show_progress=progress) as session, atomic_output(out, overwrite) as tmp:
         # 2. sample (a filter keeps one image per seed slot; the seeds they came from go into samples.npz and the manifest)
         t_sample = time.perf_counter()
         run = session.sample(seed_list, show_progress=progress)
@@ -124,6 +130,35 @@ def sample(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     typer.echo(f"wrote {n} samples to {out} ({run.seconds:.1f} s sampling, {run.seconds / n * 1000:.0f} ms per sample)")
+
+
+def _exists(store: Path, name: str) -> bool:
+    from ..memory.store import MemoryStore
+
+    if not store.is_file():
+        return False
+    st = MemoryStore(store, read_only=True)
+    try:
+        return st.exists(name)
+    finally:
+        st.close()
+
+
+def _memory_config(options: list[str]) -> dict | None:
+    """``--memory-option KEY=VALUE`` items as MemoryConfig fields of their types (checked whole when the memory is made)."""
+    from dataclasses import fields
+
+    from ..memory import MemoryConfig
+    from ..spec import convert
+
+    types = {f.name: f.type for f in fields(MemoryConfig) if f.name not in ("dim", "embedder_id", "model_id")}
+    out = {}
+    for item in options:
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in types:
+            raise NoveltynetsError(f"--memory-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
+        out[key.strip()] = convert(value.strip(), types[key.strip()], key.strip(), "--memory-option")
+    return out or None
 
 
 def _config(**fields):
