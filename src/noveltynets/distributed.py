@@ -242,6 +242,8 @@ class SamplerWorker:
         may finish several)."""
         if self.run is None or self.run[0] != spec.token:
             self.run = (spec.token, self._bind(spec))
+        elif self.memory is not None:  # what the other workers' batches taught it since this worker's last one
+            self.refresh()
         self.batch, self.part = batch, 0
         return self.id, self.run[1].sample(seeds)
 

@@ -130,7 +130,14 @@ class MemoryStore:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            for attempt in range(600):  # a new file that another process is making WAL at this moment: "database is locked"
+                try:             # at once (the busy timeout does not cover a journal mode change), so wait for it
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or attempt == 599:
+                        raise
+                    time.sleep(0.1)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA journal_size_limit=0")  # the write-ahead log is cut back after each checkpoint: a state is
             # rewritten at every batch, and the log kept the largest it had grown to (71 MB beside a 78 MB store, measured)
