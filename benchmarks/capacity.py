@@ -46,10 +46,10 @@ MEMORIES = {"net": {}, "sketch": {"sketch_mb": 7, "replay_size": 10_000}}
 
 
 def roc_auc(pos, neg) -> float:
-    from sklearn.metrics import roc_auc_score
+    """The novelty benchmarks' ROC-AUC (ties half), on any array-likes."""
+    from benchmarks.novelty_nets.common import roc_auc as auc
 
-    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
-    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+    return auc(np.asarray(pos, float), np.asarray(neg, float))
 
 
 # -- sources ---------------------------------------------------------------------------------------------------
