@@ -13,8 +13,9 @@ LAYERS = {  # top-level module or package -> layer (lower = more basic)
     "data": 1, "models": 2, "embed": 3, "sampling": 4, "memory": 5, "guidance": 6, "filters": 6, "session": 7,
     "minority": 8, "distill": 8, "metrics": 9, "bench": 9, "cli": 10, "integrations": 10, "service": 10, "distributed": 10,
 }
-GUIDANCE_PATHS = ("embed", "sampling", "memory", "guidance", "filters", "session", "minority")  # never the evaluation embedder
-# (minority: its score labels what minority guidance follows, so the judge must not compute it)
+GUIDANCE_PATHS = ("embed", "sampling", "memory", "guidance", "filters", "session", "minority", "distill")  # never the evaluation embedder
+# (minority: its score labels what minority guidance follows, so the judge must not compute it; distill: its
+# ranking is what the distilled model is trained on)
 
 
 def _top(path: Path) -> str:

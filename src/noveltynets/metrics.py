@@ -169,6 +169,13 @@ def vendi_score(features, q: float = 1.0, kernel: str = "cosine", bandwidth: flo
 
 # --- fidelity and coverage (real = reference set) ----------------------------------------------
 
+def inside_real_manifold(real, fake, k: int = 5) -> np.ndarray:
+    """Per generated point: whether it lies in some real point's k-NN ball (improved precision is the mean of this)."""
+    r, f = _check(real, fake)
+    _need(r, k, "real points")
+    return (_ball_counts(f, r, _knn_radius(r, k)) > 0).numpy()
+
+
 def precision_recall(real, fake, k: int = 5) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls."""
     r, f = _check(real, fake)

@@ -226,6 +226,8 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
     for term in terms:
         term.check_model(model)
     filt = parse_filter(filter) if isinstance(filter, str) else filter
+    if filt is not None and config.ranks is not None:
+        raise NoveltynetsError("ranks and an outer-loop filter do not combine (a filter's candidates have no rank of their own)")
     owners = history_owners(terms, filt)
     if sum(isinstance(t, NoveltyGuidance) for t in terms) > 1:
         raise NoveltynetsError("novelty guidance is given more than once: one novelty term per run (put all its settings in one spec)")

@@ -251,7 +251,7 @@ class KeepBench:
             store.reset(name)
         config, terms_filt = m.config(self.ctx, klass), _split(built)
         t0 = time.perf_counter()
-        session = open_session(self.model, config, *terms_filt, memory=name, store=store, owner=i,
+        session = open_session(m.model_for(self.ctx), config, *terms_filt, memory=name, store=store, owner=i,
                                embedder=m.history_embedder(self.ctx, owner) if owner.history_kind == "novelty" else None,
                                learn=m.memory != "unrelated",
                                settings={"class": klass, "cfg": m.cfg, "steps": self.cfg.steps, "method": m.label}, **m.memory_options(owner))
@@ -277,7 +277,7 @@ class KeepBench:
         if owner.history_kind != "novelty" or hist.config.negatives != "pool":
             return None
         traj = owner.observed_steps(self.cfg.steps) if hist.config.trajectory else []
-        return pool_key(self.model, session.embedder, config, m.memory_options(owner).get("pool_size", 128), traj)
+        return pool_key(m.model_for(self.ctx), session.embedder, config, m.memory_options(owner).get("pool_size", 128), traj)
 
     def _feed_unrelated(self, m: Method, owner, name, emb, history, version, klass, target: int):
         """Teach history ``name`` plain samples of the class from other seeds until it has seen ``target``."""
@@ -286,7 +286,7 @@ class KeepBench:
             return history, version
         traj = owner.observed_steps(self.cfg.steps) if owner.history_kind == "novelty" and history.config.trajectory else []
         seeds = range(UNRELATED_SEED_BASE + have, UNRELATED_SEED_BASE + target)
-        e = pool_run(self.model, emb, seeds, m.config(self.ctx, klass), traj).view(1 + len(traj), len(seeds), -1)
+        e = pool_run(m.model_for(self.ctx), emb, seeds, m.config(self.ctx, klass), traj).view(1 + len(traj), len(seeds), -1)
         for start in range(0, len(seeds), self.cfg.batch_size):
             chunk = e[:, start:start + self.cfg.batch_size]
             records = [{"seed": s, "class": klass, "settings": {"unrelated": True}} for s in seeds[start:start + self.cfg.batch_size]]

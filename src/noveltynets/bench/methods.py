@@ -12,7 +12,7 @@ from the store in between: ``build`` (fresh guidance terms or filter, no history
 ``attach_session`` (histories for this run only: a novelty memory with its reference pool) and
 ``generate``. Names resolve in
 order: ``A+B`` combines guidance methods (:class:`Combo`), a method registered here with
-:func:`register` (``plain``, ``novelty``), then any
+:func:`register` (``plain``, ``novelty``, ``distilled``), then any
 guidance term of :mod:`noveltynets.guidance` (a fresh term per class, its keys as in
 ``noveltynets sample --guide``), then any outer-loop filter of :mod:`noveltynets.filters`
 (over plain sampling, its keys as in ``--filter``; its cost counts every candidate made).
@@ -108,7 +108,15 @@ class Method:
 
     def history_embedder(self, ctx: Context, owner):
         """The embedder of the history ``owner`` (one of :meth:`build`'s) keeps: its own, or a novelty memory's."""
-        return owner.history_embedder(ctx.model)
+        return owner.history_embedder(self.model_for(ctx))
+
+    def model_for(self, ctx: Context):
+        """The model this method samples (the benchmark's, unless the method brings its own: ``distilled``)."""
+        return ctx.model
+
+    def ranks_for(self, ctx: Context) -> tuple[int, ...] | None:
+        """A distilled model's ranks, sample i of a run getting ``ranks[i % len(ranks)]``; None: no ranks."""
+        return None
 
     def memory_options(self, owner) -> dict:
         """How a new novelty memory of ``owner`` is made: ``open_session``'s ``negatives``, ``pool_size`` and
@@ -117,7 +125,8 @@ class Method:
 
     def config(self, ctx: Context, klass: int | None) -> SamplingConfig:
         """The sampling config of this method's runs of class ``klass``."""
-        return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device, self.grad)
+        return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device, self.grad,
+                              self.ranks_for(ctx))
 
     def attach_session(self, ctx: Context, klass: int, built: list) -> None:
         """Histories for this run only, where one must be made: a novelty memory with its reference pool
@@ -125,7 +134,7 @@ class Method:
         terms, filt = _split(built)
         for i, owner in enumerate(history_owners(terms, filt)):
             if owner.history_kind == "novelty":
-                open_session(ctx.model, self.config(ctx, klass), terms, filt, store=ctx.get_store(), owner=i,
+                open_session(self.model_for(ctx), self.config(ctx, klass), terms, filt, store=ctx.get_store(), owner=i,
                              embedder=self.history_embedder(ctx, owner), **self.memory_options(owner))
 
     def generate(self, ctx: Context, klass: int, seeds: list[int], built: list) -> MethodRun:
@@ -142,7 +151,7 @@ class Method:
         return out
 
     def _sample(self, ctx: Context, klass: int, seeds: list[int], guidance=()) -> MethodRun:
-        run = sample(ctx.model, seeds, self.config(ctx, klass), list(guidance))
+        run = sample(self.model_for(ctx), seeds, self.config(ctx, klass), list(guidance))
         return MethodRun(run.images.cpu(), run.seconds)
 
 
@@ -225,10 +234,47 @@ class Novelty(GuidanceMethod):
     def history_embedder(self, ctx, owner):
         from ..embed import embedder_from_spec
 
-        return embedder_from_spec(self.embedder, ctx.model)
+        return embedder_from_spec(self.embedder, self.model_for(ctx))
 
     def memory_options(self, owner):
         return {"negatives": self.negatives, "pool_size": self.pool, "memory_config": self.memory_config}
+
+
+@register
+class Distilled(GuidanceMethod):
+    """Rank-indexed sampling of a distilled model (:mod:`noveltynets.distill`): the i-th sample of a run gets rank
+    ``ranks[i % len(ranks)]``, with no memory. Own keys: ``ranks`` (a range such as ``1-16``; default every rank bin of
+    the model) and ``model`` (a distilled model folder; default the shipped one). Plain sampling, the baseline of every
+    ratio, stays the benchmark's model. Combines with guidance methods, e.g. ``distilled+novelty`` (a memory on top)."""
+    name = "distilled"
+
+    def __init__(self, spec: str):
+        Method.__init__(self, spec)
+        from ..sampling import parse_ranks
+
+        ranks, self.model_path = self._pop("ranks", str, None), self._pop("model", str, None)
+        if self.settings:
+            raise NoveltynetsError(f"method 'distilled' has no setting {next(iter(self.settings))!r}; settings: ranks, model, "
+                                   "cfg, eta, temp, grad")
+        self.ranks = tuple(parse_ranks(ranks)) if ranks is not None else None
+        self.guide = None
+
+    def build(self, ctx, klass):
+        return []
+
+    def model_for(self, ctx):
+        from ..models import DISTILLED_MODEL_DIR, load_model
+        from ..sampling.loop import check_ranks
+
+        key = ("distilled-model", self.model_path)
+        if key not in ctx.cache:
+            model = load_model(self.model_path or DISTILLED_MODEL_DIR, ctx.device)
+            check_ranks(model, self.ranks or (1,))
+            ctx.cache[key] = model
+        return ctx.cache[key]
+
+    def ranks_for(self, ctx):
+        return self.ranks or tuple(range(1, self.model_for(ctx).num_ranks + 1))
 
 
 class Combo(GuidanceMethod):
@@ -259,6 +305,12 @@ class Combo(GuidanceMethod):
     def memory_options(self, owner):
         return self._part(owner).memory_options(owner)
 
+    def model_for(self, ctx):
+        return next((p.model_for(ctx) for p in self.parts if p.model_for(ctx) is not ctx.model), ctx.model)
+
+    def ranks_for(self, ctx):
+        return next((p.ranks_for(ctx) for p in self.parts if p.ranks_for(ctx) is not None), None)
+
 
 class FilterMethod(Method):
     """An outer-loop filter over plain sampling, one fresh filter (and history) per class.
@@ -285,7 +337,7 @@ class FilterMethod(Method):
             missing = [s for s in batch if s not in store]
             for i in range(0, len(missing), ctx.batch_size):
                 chunk = missing[i:i + ctx.batch_size]
-                run = sample(ctx.model, chunk, self.config(ctx, klass))
+                run = sample(self.model_for(ctx), chunk, self.config(ctx, klass))
                 making[0] += run.seconds
                 for s, img in zip(chunk, run.images.cpu()):
                     store[s] = (img, run.seconds / len(chunk))

@@ -1,7 +1,7 @@
 """The ``noveltynets`` command line: sample, bench, memory, train-model, train-embedder, check-model, minority,
-serve, users.
+distill, serve, users.
 
-One module per command group: :mod:`.sample`, :mod:`.train`, :mod:`.bench`, :mod:`.memory`, :mod:`.minority` and :mod:`.serve`;
+One module per command group: :mod:`.sample`, :mod:`.train`, :mod:`.bench`, :mod:`.memory`, :mod:`.minority`, :mod:`.distill` and :mod:`.serve`;
 :mod:`.common` holds what they share and :mod:`.output` the whole-or-nothing output folder."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from .bench import bench, bench_merge
+from .distill import distill_app
 from .memory import memory_app
 from .minority import minority_app
 from .sample import sample
@@ -28,6 +29,7 @@ app.command("bench")(bench)
 app.command("bench-merge")(bench_merge)
 app.add_typer(memory_app, name="memory")
 app.add_typer(minority_app, name="minority")
+app.add_typer(distill_app, name="distill")
 app.command("serve")(serve)
 app.add_typer(users_app, name="users")
 

@@ -44,7 +44,11 @@ def sample(
     memory_option: List[str] = typer.Option([], "--memory-option", help="A new novelty memory's setting KEY=VALUE (any "
                                             "MemoryConfig field, e.g. sketch_mb=7 for a recall sketch that holds 10^6 "
                                             "samples); repeatable."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
+    ranks: Optional[str] = typer.Option(None, "--ranks", help="Distilled novelty: a rank per sample, in order and repeated "
+                                        "(e.g. 1-16 with --n 16: one sample per rank bin); needs a distilled model "
+                                        "(default with --ranks: the shipped one)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k "
+                                         "model, or its distilled copy with --ranks)."),
     out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = OverwriteOpt,
     device: str = DeviceOpt,
@@ -60,8 +64,9 @@ def sample(
 
     from ..data import make_grid, save_png, to_uint8
     from ..memory.store import check_name, default_store_path
-    from ..models import load_model
-    from ..sampling import make_scheduler, parse_seeds
+    from ..models import DISTILLED_MODEL_DIR, load_model
+    from ..sampling import make_scheduler, parse_ranks, parse_seeds
+    from ..sampling.loop import check_ranks
     from ..session import open_session, parse_guide
 
     t_start = time.perf_counter()
@@ -78,6 +83,11 @@ def sample(
     if workers < 1:
         raise NoveltynetsError(f"--workers must be at least 1, got {workers}")
     distributed = workers > 1 or ray_address is not None
+    rank_list = parse_ranks(ranks) if ranks is not None else None
+    if rank_list is not None and (distributed or filter_spec is not None):
+        raise NoveltynetsError(f"--ranks works with one process and no --filter (got {'--workers' if distributed else '--filter'})")
+    if rank_list is not None and model is None:
+        model = DISTILLED_MODEL_DIR
     if distributed:  # Ray missing or a cluster out of reach: said before any work
         from ..distributed import connect, open_distributed
 
@@ -89,13 +99,14 @@ def sample(
     if memory_config and memory is not None and _exists(store or default_store_path(), memory):
         raise NoveltynetsError(f"memory {memory!r} exists: its settings were fixed when it was made (--memory-option is for a new one)")
     config = _config(klass=klass, cfg=cfg, steps=steps, scheduler=scheduler, eta=eta, temperature=temperature,
-                     batch_size=batch_size, device=dev, grad_mode=grad_mode)
+                     batch_size=batch_size, device=dev, grad_mode=grad_mode, ranks=tuple(rank_list) if rank_list else None)
     terms = [parse_guide(spec) for spec in guide]
     t_load = time.perf_counter()
     m = load_model(model, device="cpu" if distributed else dev)  # each worker moves its copy to the device
     load_s = time.perf_counter() - t_load
     _check_class(m, klass)
     make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
+    check_ranks(m, config.ranks)
     if memory is not None or any(t.name == "novelty" for t in terms):  # the session opens the store
         _refuse_inside(out, store or default_store_path(), "the memory store")
     opened = functools.partial(open_distributed, workers=workers) if distributed else open_session
@@ -111,7 +122,8 @@ def sample(
         for i, img in enumerate(images):
             save_png(img, tmp / f"{i:06d}.png")
         save_png(make_grid(images), tmp / "grid.png")
-        np.savez_compressed(tmp / "samples.npz", images=images, classes=np.array(run.classes), seeds=np.array(seed_list, dtype=np.int64))
+        np.savez_compressed(tmp / "samples.npz", images=images, classes=np.array(run.classes), seeds=np.array(seed_list, dtype=np.int64),
+                            **({} if run.ranks is None else {"ranks": np.array(run.ranks, dtype=np.int64)}))
         import diffusers
 
         from .. import __version__

@@ -53,17 +53,37 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def train_model(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str = "cpu", show_progress: bool = True) -> Path:
     """Train (or resume training) the default UNet on the MNIST-5k train split; returns ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)
-    data = load_split("train")
-    images, labels = data.images.to(dev), data.labels.to(dev)
+    labels = load_split("train").labels.to(dev)
 
-    unet = build_unet().to(dev).train()
+    def draw_labels(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # some classes dropped to NULL_CLASS
+        y = labels[idx].clone()
+        y[torch.rand(len(idx), device=dev, generator=gen) < cfg.p_uncond] = NULL_CLASS
+        return y
+
+    unet = train_loop(out, build_unet().to(dev), cfg, dev, draw_labels, {"device": device}, show_progress)
+    save_model(unet.cpu(), out)
+    return Path(out)
+
+
+def train_loop(out: str | Path, unet, cfg: TrainConfig, dev: torch.device, draw_labels, record: dict, show_progress: bool = True,
+               name: str = "train-model", lr_scales: dict | None = None):
+    """The eps-prediction training loop on the MNIST-5k train split, resumable from ``OUT/checkpoint.pt``; returns ``unet``
+    with the EMA weights. ``draw_labels(idx, generator)`` gives the class labels of a batch of image indices;
+    ``record`` goes into ``train_config.json`` beside the config; ``lr_scales`` maps a parameter-name prefix to a factor
+    of the learning rate (e.g. a new embedding learnt faster than the weights it is fine-tuned with)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_split("train").images.to(dev)
+    unet.train().requires_grad_(True)
     scheduler = build_scheduler()
     alphas_cumprod = scheduler.alphas_cumprod.to(dev)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    groups: dict[float, list] = {}
+    for pname, p in unet.named_parameters():
+        scale = next((f for prefix, f in (lr_scales or {}).items() if pname.startswith(prefix)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "lr": cfg.lr * s} for s, ps in groups.items()], lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
     gen = torch.Generator(dev).manual_seed(cfg.seed)
@@ -75,16 +95,15 @@ def train_model(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str =
         unet.load_state_dict(ckpt["unet"]); opt.load_state_dict(ckpt["opt"]); sched.load_state_dict(ckpt["sched"])
         ema.load_state_dict(ckpt["ema"]); ema.to(dev); gen.set_state(ckpt["gen"].cpu() if dev.type == "cpu" else ckpt["gen"])
         step = ckpt["step"]
-    (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "device": device}, indent=2))
+    (out / "train_config.json").write_text(json.dumps({**asdict(cfg), **record}, indent=2))
 
     t0, log = time.time(), open(log_path, "a")
-    with progress_bar(cfg.steps, "train-model", enabled=show_progress) as advance:
+    with progress_bar(cfg.steps, name, enabled=show_progress) as advance:
         advance(step)
         while step < cfg.steps:
-            # 1. a batch of clean images, classes (some dropped to NULL_CLASS), timesteps, noise
+            # 1. a batch of clean images, their labels, timesteps, noise
             idx = torch.randint(len(images), (cfg.batch_size,), device=dev, generator=gen)
-            x0, y = images[idx], labels[idx].clone()
-            y[torch.rand(cfg.batch_size, device=dev, generator=gen) < cfg.p_uncond] = NULL_CLASS
+            x0, y = images[idx], draw_labels(idx, gen)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), device=dev, generator=gen)
             noise = torch.randn(x0.shape, device=dev, generator=gen)
             a = alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -107,5 +126,4 @@ def train_model(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str =
                                     "ema": ema.state_dict(), "gen": gen.get_state(), "step": step}, ckpt_path)
     log.close()
     ema.copy_to(unet.parameters())
-    save_model(unet.cpu(), out)
-    return out
+    return unet.eval().requires_grad_(False)

@@ -21,6 +21,8 @@ from ..errors import NoveltynetsError
 
 NULL_CLASS = 10
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "mnist5k-unet"
+DISTILLED_MODEL_DIR = DEFAULT_MODEL_DIR.parent / "mnist5k-distilled"  # the shipped model with a rank index (noveltynets.distill)
+RANKS_FILE = "ranks.json"  # a distilled model's rank index: {"bins": K, "stride": S}, label = class + S·rank
 
 UNET_CONFIG = dict(
     sample_size=32,
@@ -64,10 +66,13 @@ class DiffusionModel:
     scheduler_config: dict
     model_id: str
     path: Path
+    num_ranks: int = 0  # rank bins of a distilled model (noveltynets.distill); 0: none
+    rank_stride: int = 0  # a distilled model's label is class + rank_stride·rank
 
     @property
     def num_classes(self) -> int:
-        return int(self.unet.config.num_class_embeds or 0) - 1  # the last id is NULL_CLASS
+        embeds = self.rank_stride if self.num_ranks else int(self.unet.config.num_class_embeds or 0)
+        return embeds - 1  # the last id is NULL_CLASS
 
     @property
     def trained_here(self) -> bool:
@@ -127,5 +132,23 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         raise NoveltynetsError(f"cannot load model from {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     if unet.config.num_class_embeds is None:
         raise NoveltynetsError(f"model at {path} is not class-conditional (num_class_embeds is unset)")
+    bins, stride = read_ranks(path, unet.config.num_class_embeds)
     unet.eval().requires_grad_(False)
-    return DiffusionModel(unet.to(device), scheduler_config, mid, path)
+    return DiffusionModel(unet.to(device), scheduler_config, mid, path, bins, stride if bins else 0)
+
+
+def read_ranks(path: str | Path, num_class_embeds: int) -> tuple[int, int]:
+    """(bins, stride) of a model folder's rank index (``ranks.json``, written by :mod:`noveltynets.distill`):
+    (0, num_class_embeds) without one; refused if it does not fit the UNet's class embeddings."""
+    file = Path(path) / RANKS_FILE
+    if not file.is_file():
+        return 0, num_class_embeds
+    try:
+        info = json.loads(file.read_text())
+        bins, stride = int(info["bins"]), int(info["stride"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NoveltynetsError(f"cannot load model from {path}: {RANKS_FILE} is not readable ({type(e).__name__})") from None
+    if bins < 1 or stride < 2 or stride * (bins + 1) != num_class_embeds:
+        raise NoveltynetsError(f"cannot load model from {path}: {RANKS_FILE} says {bins} rank bins of {stride} classes, "
+                               f"but the UNet has {num_class_embeds} class embeddings")
+    return bins, stride

@@ -27,6 +27,7 @@ class SamplingConfig:
     batch_size: int = 16
     device: str = "cpu"
     grad_mode: str = "x0"  # guidance gradients: "x0" (cheap) or "exact" (a backward pass through the denoiser)
+    ranks: tuple[int, ...] | None = None  # a distilled model's rank index: sample i gets ranks[i % len(ranks)]
 
     def __post_init__(self):
         if self.steps <= 0:
@@ -38,6 +39,10 @@ class SamplingConfig:
         in_range("cfg", self.cfg, 0, 100)
         in_range("eta", self.eta, 0, 1)  # DDIM's eta: 0 deterministic, 1 as stochastic as DDPM; above 1 the variance is invalid
         in_range("temperature", self.temperature, 0, 10, lo_open=True)
+        if self.ranks is not None:
+            if not self.ranks or any(not isinstance(r, int) or r < 1 for r in self.ranks):
+                raise NoveltynetsError(f"ranks must be positive integers (1 = the first rank bin), got {self.ranks}")
+            object.__setattr__(self, "ranks", tuple(self.ranks))
 
     @property
     def cfg_used(self) -> float:
@@ -51,9 +56,15 @@ class SamplingConfig:
         """What unguided images with this config depend on (batch size and device do not), e.g. for a cache key."""
         key = f"class={self.klass}|cfg={self.cfg_used}|steps={self.steps}|{self.scheduler}"
         extra = [f"eta={self.eta}"] * (self.eta != 0) + [f"temperature={self.temperature}"] * (self.temperature != 1)
+        extra += [f"ranks={','.join(map(str, self.ranks))}"] * (self.ranks is not None)
         return "|".join([key, *extra])
 
     def to_dict(self) -> dict:
         """For the manifest: every field, with the CFG scale that acts."""
         d = dataclasses.asdict(self)
+        d["ranks"] = list(self.ranks) if self.ranks is not None else None
         return {"class": d.pop("klass"), **d, "cfg": self.cfg_used}
+
+    def ranks_of(self, n: int) -> list[int] | None:
+        """The rank of each of ``n`` samples in order (``ranks`` repeated), or None without ranks."""
+        return None if self.ranks is None else [self.ranks[i % len(self.ranks)] for i in range(n)]

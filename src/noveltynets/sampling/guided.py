@@ -20,17 +20,25 @@ from .term import GuidanceTerm
 
 
 class CFGDenoiser:
-    """eps = eps_u + w·(eps_c − eps_u), with both passes in one batch of 2B."""
+    """eps = eps_u + w·(eps_c − eps_u), with both passes in one batch of 2B.
 
-    def __init__(self, unet, cfg_scale: float = 1.0, null_class: int = NULL_CLASS):
-        self.unet, self.cfg_scale, self.null_class = unet, cfg_scale, null_class
+    A distilled model (``rank_stride`` > 0) reads ``extra["ranks"]`` (B,) where present: the label is
+    ``class + rank_stride·rank``, and the unconditional pass keeps the rank (the null class at that rank),
+    so CFG sharpens the class while the rank acts as it was trained."""
+
+    def __init__(self, unet, cfg_scale: float = 1.0, null_class: int = NULL_CLASS, rank_stride: int = 0):
+        self.unet, self.cfg_scale, self.null_class, self.rank_stride = unet, cfg_scale, null_class, rank_stride
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
         classes = extra["classes"]
+        ranks = extra.get("ranks")
+        if ranks is not None and not self.rank_stride:
+            raise ValueError("ranks were given to a model without a rank index")
+        offset = 0 if ranks is None else self.rank_stride * ranks.to(classes.device)
         if self.cfg_scale == 1.0 or bool((classes == self.null_class).all()):
-            return self.unet(x, t, class_labels=classes).sample
-        null = torch.full_like(classes, self.null_class)
-        eps_c, eps_u = self.unet(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([classes, null])).sample.chunk(2)
+            return self.unet(x, t, class_labels=classes + offset).sample
+        null = torch.full_like(classes, self.null_class) + offset
+        eps_c, eps_u = self.unet(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([classes + offset, null])).sample.chunk(2)
         return eps_u + self.cfg_scale * (eps_c - eps_u)
 
 

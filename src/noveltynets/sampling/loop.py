@@ -83,8 +83,10 @@ def renoise(x: torch.Tensor, eps: torch.Tensor, x0_hat: torch.Tensor, alpha_bar:
 @torch.no_grad()  # guidance terms that need gradients turn them on themselves
 def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Tensor, shape: tuple[int, ...],
                  eta: float = 0.0, clip: bool = True, callback: Callable[[dict], None] | None = None,
-                 device: str | torch.device = "cpu", temperature: float = 1.0) -> torch.Tensor:
+                 device: str | torch.device = "cpu", temperature: float = 1.0, ranks: torch.Tensor | None = None) -> torch.Tensor:
     """Denoise one batch from its seeds; ``model(x, t, extra) -> eps``. Returns x0 in [-1, 1].
+
+    ``ranks`` (B,), a distilled model's rank of each sample, reaches the model as ``extra["ranks"]``.
 
     ``temperature`` scales the initial noise (< 1: samples nearer the modes, > 1: further out).
 
@@ -93,12 +95,15 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
     x, gens = initial_noise(seeds, shape)
     x = x.to(device) * scheduler.init_noise_sigma * temperature
     classes = classes.to(device)
+    ranks = None if ranks is None else torch.as_tensor(ranks, dtype=torch.long).to(device)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     timesteps = scheduler.timesteps
     step_kw = _step_kwargs(scheduler, gens, eta)
     for i, t in enumerate(timesteps):
         tt = torch.full((len(seeds),), int(t), device=device, dtype=torch.long)
         extra = {"classes": classes, "i": i, "num_steps": len(timesteps), "seeds": seeds}
+        if ranks is not None:
+            extra["ranks"] = ranks
         # 1. (guided) noise prediction, and the share of noise the model asks to re-draw
         out = model(x, tt, extra)
         eps, rho = out if isinstance(out, tuple) else (out, None)
@@ -128,6 +133,7 @@ class SampleRun:
     classes: list[int]
     batch_seconds: list[float] = field(default_factory=list)
     generated: int | None = None  # samples generated to keep these (an outer-loop filter's candidates); None: one per image
+    ranks: list[int] | None = None  # a distilled model's rank of each image; None: no ranks
 
     @property
     def seconds(self) -> float:
@@ -137,29 +143,31 @@ class SampleRun:
 def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: list[int], classes: list[int],
              shape: tuple[int, ...], batch_size: int = 16, eta: float = 0.0, clip: bool = True,
              device: str | torch.device = "cpu", show_progress: bool = False,
-             callback: Callable[[dict], None] | None = None, temperature: float = 1.0) -> SampleRun:
+             callback: Callable[[dict], None] | None = None, temperature: float = 1.0, ranks: list[int] | None = None) -> SampleRun:
     """Sample ``len(seeds)`` images in batches. A model with a batch lifecycle (:class:`GuidedModel`)
-    is told ``start_batch()`` before each batch and ``end_batch(x0, info)`` after it (so memories learn)."""
-    if len(classes) != len(seeds):
-        raise ValueError("one class per seed is needed")
+    is told ``start_batch()`` before each batch and ``end_batch(x0, info)`` after it (so memories learn).
+    ``ranks``: a distilled model's rank of each seed (see :class:`~noveltynets.sampling.CFGDenoiser`)."""
+    if len(classes) != len(seeds) or (ranks is not None and len(ranks) != len(seeds)):
+        raise ValueError("one class (and one rank, if any) per seed is needed")
     start_batch, end_batch = getattr(model, "start_batch", None), getattr(model, "end_batch", None)
     out, times = [], []
     with progress_bar(len(seeds), "sampling", enabled=show_progress) as advance:
         for start in range(0, len(seeds), batch_size):
             s, c = seeds[start:start + batch_size], torch.tensor(classes[start:start + batch_size])
+            r = None if ranks is None else torch.tensor(ranks[start:start + batch_size])
             if start_batch is not None:
                 start_batch()
             t0 = time.perf_counter()
             x0 = sample_batch(model, scheduler_factory(), s, c, shape, eta=eta, clip=clip, callback=callback, device=device,
-                              temperature=temperature)
+                              temperature=temperature, ranks=r)
             if end_batch is not None:
-                end_batch(x0, {"seeds": s, "classes": c.to(x0.device)})
+                end_batch(x0, {"seeds": s, "classes": c.to(x0.device), **({} if r is None else {"ranks": r})})
             if x0.device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
             out.append(x0.cpu())
             advance(len(s))
-    return SampleRun(torch.cat(out), list(seeds), list(classes), times)
+    return SampleRun(torch.cat(out), list(seeds), list(classes), times, ranks=None if ranks is None else list(ranks))
 
 
 def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show_progress: bool = False,
@@ -174,10 +182,24 @@ def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show
 
     config = config or SamplingConfig()
     make_scheduler(config.scheduler, model.scheduler_config, config.steps)  # validate before any work
-    eps_model = CFGDenoiser(model.unet, config.cfg_used)
+    check_ranks(model, config.ranks)
+    eps_model = CFGDenoiser(model.unet, config.cfg_used, rank_stride=getattr(model, "rank_stride", 0))
     if guidance:
         eps_model = GuidedModel(eps_model, guidance, model.alphas_cumprod, config.grad_mode)
     classes = [config.klass if config.klass is not None else NULL_CLASS] * len(seeds)
     return generate(eps_model, lambda: make_scheduler(config.scheduler, model.scheduler_config, config.steps), list(seeds),
                     classes, model.image_shape, config.batch_size, eta=config.eta, device=config.device,
-                    show_progress=show_progress, callback=callback, temperature=config.temperature)
+                    show_progress=show_progress, callback=callback, temperature=config.temperature,
+                    ranks=config.ranks_of(len(seeds)))
+
+
+def check_ranks(model, ranks) -> None:
+    """Refuse ranks a model cannot read: a model without a rank index, or a rank above its bins."""
+    if ranks is None:
+        return
+    bins = getattr(model, "num_ranks", 0)
+    if not bins:
+        raise NoveltynetsError(f"model {model.model_id} has no rank index: ranks need a distilled model "
+                               "(noveltynets distill train, or the shipped one)")
+    if max(ranks) > bins:
+        raise NoveltynetsError(f"ranks must be in 1..{bins} for model {model.model_id}, got {max(ranks)}")

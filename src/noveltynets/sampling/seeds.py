@@ -27,7 +27,16 @@ def step_noise(seeds: list, step: int, salt: int, shape: tuple[int, ...]) -> tor
 
 
 def parse_seeds(spec: str) -> list[int]:
-    seeds: list[int] = []
+    return _parse_ints(spec, "seed", 0, MAX_SEED, "0-63 or 1,5,9", repeats=False)
+
+
+def parse_ranks(spec: str) -> list[int]:
+    """Ranks of a distilled model, one per sample in order: ``"1-16"``, ``"1,1,2"`` (repeats allowed)."""
+    return _parse_ints(spec, "rank", 1, 255, "1-16 or 1,4,8", repeats=True)
+
+
+def _parse_ints(spec: str, what: str, lo_ok: int, hi_ok: int, example: str, repeats: bool) -> list[int]:
+    values: list[int] = []
     for part in spec.split(","):
         part = part.strip()
         lo, dash, hi = part.partition("-")
@@ -35,14 +44,14 @@ def parse_seeds(spec: str) -> list[int]:
             a = int(lo)
             b = int(hi) if dash else a
         except ValueError:
-            raise NoveltynetsError(f"bad seed range {part!r} in {spec!r}: use e.g. 0-63 or 1,5,9") from None
-        if a < 0 or b > MAX_SEED:
-            raise NoveltynetsError(f"seeds must lie in 0..{MAX_SEED}, got {part!r}")
+            raise NoveltynetsError(f"bad {what} range {part!r} in {spec!r}: use e.g. {example}") from None
+        if a < lo_ok or b > hi_ok:
+            raise NoveltynetsError(f"{what}s must lie in {lo_ok}..{hi_ok}, got {part!r}")
         if b < a:
-            raise NoveltynetsError(f"bad seed range {part!r}: end is before start")
+            raise NoveltynetsError(f"bad {what} range {part!r}: end is before start")
         if b - a >= 10_000_000:
-            raise NoveltynetsError(f"seed range {part!r} is too long (at most 10,000,000 seeds)")
-        seeds.extend(range(a, b + 1))
-    if len(set(seeds)) != len(seeds):
-        raise NoveltynetsError(f"seed list {spec!r} repeats a seed")
-    return seeds
+            raise NoveltynetsError(f"{what} range {part!r} is too long (at most 10,000,000 {what}s)")
+        values.extend(range(a, b + 1))
+    if not repeats and len(set(values)) != len(values):
+        raise NoveltynetsError(f"{what} list {spec!r} repeats a {what}")
+    return values
