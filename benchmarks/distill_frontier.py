@@ -1,6 +1,6 @@
 """Distilled novelty within one batch, and its quality–diversity frontier over the rank bins (issue 25).
 
-    python benchmarks/distill_frontier.py --classes 1,3,7 --batches 16 --out docs/benchmarks/distill
+    python benchmarks/distill_frontier.py --model DISTILLED --classes 1,3,7 --batches 8 --out docs/benchmarks/distill/frontier
 
 Per class, ``--batches`` batches of 16 seeds (batch b: seeds 16b .. 16b + 15), the same for every method:
 
@@ -14,7 +14,8 @@ Judged by the evaluation embedder (never used to rank or train): within each bat
 BENCHMARK.md) and Vendi, averaged over batches; over all of a class's samples, precision, adherence and
 AvgkNN (k = 5 to the real class: how far out they lie). The frontier: per rank bin r (its samples pooled over
 batches and classes), precision, AvgkNN, and the near-dup rate of the rank-r sample against ranks 1..r−1 of its
-batch. Writes ``frontier.json`` (every number, with the command) and ``frontier.png``.
+batch. Writes ``frontier.json`` (every number, with the command), ``frontier.png`` and one grid per method and
+class (a row per batch, ranks left to right).
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ def within_batch(features: np.ndarray, tau: float, size: int) -> tuple[float, fl
 
 def main(argv=None):
     from noveltynets import metrics
+    from noveltynets.bench.report import slug
     from noveltynets.bench.runner import Judge
-    from noveltynets.models import DISTILLED_MODEL_DIR, load_model
+    from noveltynets.data import make_grid, save_png, to_uint8
+    from noveltynets.models import load_model
     from noveltynets.sampling import SamplingConfig, sample
     from noveltynets.session import parse_guide
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(DISTILLED_MODEL_DIR), help="the distilled model")
+    p.add_argument("--model", required=True, help="the distilled model (noveltynets distill train)")
     p.add_argument("--classes", default="1,3,7")
     p.add_argument("--batches", type=int, default=16)
     p.add_argument("--steps", type=int, default=50)
@@ -71,6 +74,7 @@ def main(argv=None):
     if args.particle:
         methods[args.particle] = (base, None, [args.particle])
     rows, per_rank, seconds = [], {m: [] for m in methods}, {}
+    args.out.mkdir(parents=True, exist_ok=True)
     for c in classes:
         judge = Judge(c)
         seeds = list(range(args.batches * size))
@@ -79,6 +83,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             run = sample(model, seeds, config, [parse_guide(g) for g in guide])
             seconds[(name, c)] = time.perf_counter() - t0
+            save_png(make_grid(to_uint8(run.images), size), args.out / f"grid_{slug(name)}_class{c}.png")  # a row per batch
             f = judge.ev.features(run.images).numpy()
             dup, vendi, nearest = within_batch(f, judge.tau, size)
             inside = metrics.precision_recall(judge.real, f)[0]
@@ -106,7 +111,6 @@ def main(argv=None):
     for name in methods:
         rs = [r for r in rows if r["method"] == name]
         means[name] = {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k not in ("class", "method", "n")}
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {"command": " ".join(["python", *sys.argv]), "model": distilled.model_id, "base": base.model_id, "bins": bins,
               "threads": torch.get_num_threads(), "rows": rows, "means": means, "frontier": frontier}
     (args.out / "frontier.json").write_text(json.dumps(result, indent=2))

@@ -11,7 +11,7 @@ from noveltynets.cli import app
 from noveltynets.distill.model import add_rank_embedding, save_ranked
 from noveltynets.distill.rank import RankConfig, anchor_bins, bin_of_position, greedy_order
 from noveltynets.errors import NoveltynetsError
-from noveltynets.models import DISTILLED_MODEL_DIR, build_unet, load_model, save_model
+from noveltynets.models import build_unet, load_model, save_model
 from noveltynets.sampling import CFGDenoiser, SamplingConfig, sample
 from tests.conftest import TINY
 
@@ -188,11 +188,12 @@ def test_the_cli_samples_one_rank_per_sample_and_records_them(distilled_dir, tmp
     (["--ranks", "a"], "bad rank range"),
     (["--ranks", "1-2", "--filter", "oversample"], "no --filter"),
     (["--ranks", "1-2", "--model", "BASE"], "no rank index"),
+    (["--ranks", "1-2", "NOMODEL"], "--ranks needs a distilled model"),
 ])
 def test_bad_ranks_on_the_cli_are_one_line_and_exit_2(distilled_dir, tmp_path, args, message):
     base, path = distilled_dir
-    args = [str(base) if a == "BASE" else a for a in args]
-    model_args = [] if "--model" in args else ["--model", str(path)]
+    model_args = [] if "--model" in args or "NOMODEL" in args else ["--model", str(path)]
+    args = [str(base) if a == "BASE" else a for a in args if a != "NOMODEL"]
     r = runner.invoke(app, ["sample", *model_args, "--class", "7", "--n", "2", "--steps", "2", "--out", str(tmp_path / "o"),
                             "--no-progress", *args])
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
@@ -210,6 +211,8 @@ def test_the_distilled_method_samples_its_model_at_its_ranks_and_combines_with_a
     want = sample(m.model_for(ctx), [0, 1, 2, 3], SamplingConfig(7, 2.0, steps=3, batch_size=4, ranks=(2, 3))).images
     assert torch.allclose(got, want, atol=1e-6)
     assert parse_method(f"distilled:model={path}").ranks_for(ctx) == (1, 2, 3, 4)
+    with pytest.raises(NoveltynetsError, match="give the distilled model"):
+        parse_method("distilled:ranks=1-4")
     combo = parse_method(f"distilled:ranks=1-4,model={path}+novelty")
     assert combo.ranks_for(ctx) == (1, 2, 3, 4) and combo.model_for(ctx) is m.model_for(ctx)
     run = combo.run(ctx, 7, list(range(8)))
@@ -245,12 +248,26 @@ def test_distill_train_ranks_fine_tunes_resumes_and_writes_a_loadable_model(tmp_
         assert f.get_tensor("class_embedding.weight").dtype == torch.float16
     assert json.loads((out / "ranks.json").read_text())["bin_sizes"] == np.bincount(ranking["bin"])[1:].tolist()
     assert sample(model, [0, 1], SamplingConfig(7, steps=2, ranks=(1, 4))).images.shape == (2, 1, 32, 32)
+    r = runner.invoke(app, ["distill", "train", "--out", str(tmp_path / "more"), "--base", str(out), *args[6:], "--steps", "1"])
+    assert r.exit_code == 0, r.output  # fine-tuned further from the distilled model, with its ranking
+    assert json.loads((tmp_path / "more" / "train_config.json").read_text())["base_model"] == model.model_id
 
 
-def test_distill_train_refuses_a_model_that_is_already_distilled(distilled_dir, tmp_path):
+def test_a_distilled_base_is_fine_tuned_further_only_with_its_own_bins_and_ranking(distilled_dir, tmp_path):
     _, path = distilled_dir
     r = runner.invoke(app, ["distill", "train", "--out", str(tmp_path / "d"), "--base", str(path), "--no-progress"])
-    assert r.exit_code == 2 and "already distilled" in r.output
+    assert r.exit_code == 2 and "with 4 rank bins, not 16" in r.output
+    r = runner.invoke(app, ["distill", "train", "--out", str(tmp_path / "d"), "--base", str(path), "--bins", "4", "--no-progress"])
+    assert r.exit_code == 2 and "ranking.npz is missing" in r.output
+
+
+def test_factoring_a_stored_table_gives_back_the_class_and_rank_vectors(distilled_dir):
+    _, path = distilled_dir
+    original = _ranked_tiny(rank_scale=3.0).class_embedding
+    unet = load_model(path).unet
+    emb = add_rank_embedding(unet, 4, stride=11)
+    assert torch.allclose(emb.classes.weight, original.classes.weight, atol=1e-6)
+    assert torch.allclose(emb.ranks.weight, original.ranks.weight, atol=1e-5)
 
 
 def test_bad_distill_options_are_one_line_and_exit_2(tmp_path):

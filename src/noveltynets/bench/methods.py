@@ -243,9 +243,9 @@ class Novelty(GuidanceMethod):
 @register
 class Distilled(GuidanceMethod):
     """Rank-indexed sampling of a distilled model (:mod:`noveltynets.distill`): the i-th sample of a run gets rank
-    ``ranks[i % len(ranks)]``, with no memory. Own keys: ``ranks`` (a range such as ``1-16``; default every rank bin of
-    the model) and ``model`` (a distilled model folder; default the shipped one). Plain sampling, the baseline of every
-    ratio, stays the benchmark's model. Combines with guidance methods, e.g. ``distilled+novelty`` (a memory on top)."""
+    ``ranks[i % len(ranks)]``, with no memory. Own keys: ``model`` (a distilled model folder, required) and ``ranks``
+    (a range such as ``1-16``; default every rank bin of the model). Plain sampling, the baseline of every ratio, stays
+    the benchmark's model. Combines with guidance methods, e.g. ``distilled:model=DIR+novelty`` (a memory on top)."""
     name = "distilled"
 
     def __init__(self, spec: str):
@@ -254,8 +254,10 @@ class Distilled(GuidanceMethod):
 
         ranks, self.model_path = self._pop("ranks", str, None), self._pop("model", str, None)
         if self.settings:
-            raise NoveltynetsError(f"method 'distilled' has no setting {next(iter(self.settings))!r}; settings: ranks, model, "
+            raise NoveltynetsError(f"method 'distilled' has no setting {next(iter(self.settings))!r}; settings: model, ranks, "
                                    "cfg, eta, temp, grad")
+        if not self.model_path:
+            raise NoveltynetsError(f"method {self.spec!r}: give the distilled model, distilled:model=DIR (noveltynets distill train)")
         self.ranks = tuple(parse_ranks(ranks)) if ranks is not None else None
         self.guide = None
 
@@ -263,12 +265,12 @@ class Distilled(GuidanceMethod):
         return []
 
     def model_for(self, ctx):
-        from ..models import DISTILLED_MODEL_DIR, load_model
+        from ..models import load_model
         from ..sampling.loop import check_ranks
 
         key = ("distilled-model", self.model_path)
         if key not in ctx.cache:
-            model = load_model(self.model_path or DISTILLED_MODEL_DIR, ctx.device)
+            model = load_model(self.model_path, ctx.device)
             check_ranks(model, self.ranks or (1,))
             ctx.cache[key] = model
         return ctx.cache[key]

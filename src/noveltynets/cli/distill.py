@@ -18,7 +18,8 @@ distill_app = typer.Typer(no_args_is_help=True, help="Distilled novelty: a model
 @friendly
 def distill_train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the distilled model, ranking, checkpoint and log (rerun to resume)."),
-    base: Optional[Path] = typer.Option(None, "--base", help="Model to start from (default: the shipped MNIST-5k model)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Model to start from (default: the shipped MNIST-5k model); a "
+                                        "distilled model is fine-tuned further."),
     bins: int = typer.Option(16, "--bins", help="Rank bins K: ranks 1..K at sampling time."),
     weight: float = typer.Option(0.5, "--weight", help="Quality's share w of the greedy ranking score (the rest: distance to the images ranked before)."),
     binning: str = typer.Option("anchors", "--binning", help="anchors: bin r = the images nearest the r-th ranked one (default); "
@@ -31,6 +32,7 @@ def distill_train_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(2e-4, "--lr"),
     p_norank: float = typer.Option(0.2, "--p-norank", help="Share of each batch trained without a rank (keeps plain sampling)."),
+    rank_lr_scale: float = typer.Option(250.0, "--rank-lr-scale", help="The rank vectors' learning rate as a multiple of --lr."),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOpt,
     progress: bool = ProgressOpt,
@@ -57,7 +59,7 @@ def distill_train_cmd(
                           binning=binning)
         base_cfg = DistillConfig()
         cfg = DistillConfig(rank=rank, train=replace(base_cfg.train, steps=steps, batch_size=batch_size, lr=lr, seed=seed),
-                            p_norank=p_norank)
+                            p_norank=p_norank, rank_lr_scale=rank_lr_scale)
     except NoveltynetsError as e:  # "weight must be ..." -> "--weight must be ..."
         field, _, rest = str(e).partition(" ")
         field = {"timesteps": "quality-timesteps", "draws": "quality-draws"}.get(field, field)

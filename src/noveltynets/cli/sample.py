@@ -45,10 +45,8 @@ def sample(
                                             "MemoryConfig field, e.g. sketch_mb=7 for a recall sketch that holds 10^6 "
                                             "samples); repeatable."),
     ranks: Optional[str] = typer.Option(None, "--ranks", help="Distilled novelty: a rank per sample, in order and repeated "
-                                        "(e.g. 1-16 with --n 16: one sample per rank bin); needs a distilled model "
-                                        "(default with --ranks: the shipped one)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k "
-                                         "model, or its distilled copy with --ranks)."),
+                                        "(e.g. 1-16 with --n 16: one sample per rank bin); needs a distilled model (--model)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
     out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = OverwriteOpt,
     device: str = DeviceOpt,
@@ -64,7 +62,7 @@ def sample(
 
     from ..data import make_grid, save_png, to_uint8
     from ..memory.store import check_name, default_store_path
-    from ..models import DISTILLED_MODEL_DIR, load_model
+    from ..models import load_model
     from ..sampling import make_scheduler, parse_ranks, parse_seeds
     from ..sampling.loop import check_ranks
     from ..session import open_session, parse_guide
@@ -87,7 +85,8 @@ def sample(
     if rank_list is not None and (distributed or filter_spec is not None):
         raise NoveltynetsError(f"--ranks works with one process and no --filter (got {'--workers' if distributed else '--filter'})")
     if rank_list is not None and model is None:
-        model = DISTILLED_MODEL_DIR
+        raise NoveltynetsError("--ranks needs a distilled model: --model DIR, made with `noveltynets distill train` "
+                               "(none ships: the CPU-trained one was not good enough, see docs/DISTILL.md)")
     if distributed:  # Ray missing or a cluster out of reach: said before any work
         from ..distributed import connect, open_distributed
 

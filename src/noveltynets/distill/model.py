@@ -46,11 +46,20 @@ class RankedClassEmbedding(nn.Module):
         return self(labels)
 
 
-def add_rank_embedding(unet, bins: int) -> RankedClassEmbedding:
-    """Give a class-conditional UNet (in place) a rank embedding of ``bins`` bins; returns it."""
+def add_rank_embedding(unet, bins: int, stride: int | None = None) -> RankedClassEmbedding:
+    """Give a class-conditional UNet (in place) a rank embedding of ``bins`` bins; returns it. A UNet that already has
+    one, stored as a table of ``stride·(bins + 1)`` rows (a distilled model), is factored back into its class and rank
+    vectors, so fine-tuning goes on from where it was."""
     if getattr(unet, "class_embedding", None) is None or not isinstance(unet.class_embedding, nn.Embedding):
         raise NoveltynetsError("distillation needs a class-conditional UNet (an nn.Embedding class embedding)")
-    emb = RankedClassEmbedding(unet.class_embedding.weight, bins)
+    table = unet.class_embedding.weight.detach().float()
+    if stride is None:
+        emb = RankedClassEmbedding(table, bins)
+    else:
+        rows = table.view(bins + 1, stride, -1)  # row class + stride·rank
+        emb = RankedClassEmbedding(rows[0], bins)
+        with torch.no_grad():
+            emb.ranks.weight.copy_((rows[1:] - rows[:1]).mean(1))  # the same vector for every class, up to rounding
     unet.class_embedding = emb.to(unet.class_embedding.weight.device)
     return emb
 

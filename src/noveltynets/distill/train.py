@@ -1,7 +1,8 @@
 """``noveltynets distill train``: rank the training split, then fine-tune a model on (class, rank bin) → image.
 
 The UNet starts from the given model (default: the shipped one) and gains a rank embedding
-(:mod:`~noveltynets.distill.model`, zero at the start). Training is the default model's trainer
+(:mod:`~noveltynets.distill.model`, zero at the start); a distilled model given as the base is
+fine-tuned further from its own class and rank vectors (and its ``ranking.npz``). Training is the default model's trainer
 (:func:`~noveltynets.models.trainer.train_loop`: EMA, resumable, progress bar) with two label
 dropouts: the class to the null class (``p_uncond``, for CFG) and, independently, the rank to
 "no rank" (``p_norank``), so the model keeps its plain behaviour at rank 0 and learns every
@@ -31,7 +32,7 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=2e-4, warmup=100, ema_decay=0.999,
                                                                    log_every=50, checkpoint_every=250))
     p_norank: float = 0.2  # share of the batch trained without its rank ("no rank": the plain model)
-    rank_lr_scale: float = 10.0  # the new rank embedding learns this much faster than the fine-tuned weights
+    rank_lr_scale: float = 250.0  # the rank vectors learn this much faster than the fine-tuned weights (10x learnt too slowly)
 
     def __post_init__(self):
         if not 0.0 <= self.p_norank < 1.0:
@@ -41,15 +42,22 @@ class DistillConfig:
 
 
 def ranking_for(out: Path, model, cfg: RankConfig, device: str, show_progress: bool) -> Ranking:
-    """``OUT/ranking.npz`` if it was made with ``cfg`` (a resumed run), else a new ranking of the train split, written there."""
+    """``OUT/ranking.npz`` if it was made with ``cfg`` (a resumed run), else the base model's own (a distilled model
+    fine-tuned further), else a new ranking of the train split; written to ``OUT/ranking.npz``."""
     path = out / "ranking.npz"
-    if path.exists():
-        try:
-            old = Ranking.load(path)
+    for candidate in (path, Path(model.path) / "ranking.npz"):
+        if candidate.exists():
+            try:
+                old = Ranking.load(candidate)
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable: made again
             if old.config == cfg:
+                if candidate != path:
+                    old.save(path)
                 return old
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: made again
+    if model.num_ranks:
+        raise NoveltynetsError(f"{model.model_id} is distilled, but its ranking.npz is missing or was made with other settings: "
+                               "fine-tune it further with the settings it was made with, or start from a plain model")
     train = load_split("train")
     ranking = rank_split(model, train.images, train.labels, cfg, device=device, show_progress=show_progress)
     ranking.save(path)
@@ -64,14 +72,14 @@ def distill_train(out: str | Path, base: str | Path | None = None, cfg: DistillC
     dev = torch.device(device)
     torch.manual_seed(cfg.train.seed)
     model = load_model(base, dev)
-    if model.num_ranks:
-        raise NoveltynetsError(f"model {model.model_id} is already distilled; start from a plain model")
+    if model.num_ranks and model.num_ranks != cfg.rank.bins:
+        raise NoveltynetsError(f"model {model.model_id} is distilled with {model.num_ranks} rank bins, not {cfg.rank.bins}")
     if tuple(model.image_shape) != (1, 32, 32) or model.num_classes != 10:
         raise NoveltynetsError(f"distillation trains on the MNIST-5k train split: it needs a 1×32×32 model of 10 classes, "
                                f"got {model.image_shape} with {model.num_classes}")
     ranking = ranking_for(out, model, cfg.rank, device, show_progress)
     unet = model.unet
-    stride = add_rank_embedding(unet, cfg.rank.bins).stride
+    stride = add_rank_embedding(unet, cfg.rank.bins, model.rank_stride or None).stride
     null = stride - 1
     labels = torch.as_tensor(ranking.classes, device=dev)
     bins = torch.as_tensor(ranking.bin, device=dev)

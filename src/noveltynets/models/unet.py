@@ -21,7 +21,6 @@ from ..errors import NoveltynetsError
 
 NULL_CLASS = 10
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "mnist5k-unet"
-DISTILLED_MODEL_DIR = DEFAULT_MODEL_DIR.parent / "mnist5k-distilled"  # the shipped model with a rank index (noveltynets.distill)
 RANKS_FILE = "ranks.json"  # a distilled model's rank index: {"bins": K, "stride": S}, label = class + S·rank
 
 UNET_CONFIG = dict(
