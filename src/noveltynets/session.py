@@ -262,7 +262,8 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
                                                    memory_config, show_progress, reference)
     settings = settings if settings is not None else {
         "class": config.klass, "cfg": config.cfg_used, "steps": config.steps, "scheduler": config.scheduler,
-        "guidance": [t.to_dict() for t in terms], "filter": filt.to_dict() if filt else None}
+        "guidance": [t.to_dict() for t in terms], "filter": filt.to_dict() if filt else None,
+        **({"ranks": list(config.ranks)} if config.ranks is not None else {})}
     return Session(model, config, terms, filt, chosen, history, embedder, st, memory, version,
                    learn, settings, pool_seconds, owns_store=not isinstance(store, MemoryStore))
 

@@ -200,6 +200,6 @@ def check_ranks(model, ranks) -> None:
     bins = getattr(model, "num_ranks", 0)
     if not bins:
         raise NoveltynetsError(f"model {model.model_id} has no rank index: ranks need a distilled model "
-                               "(noveltynets distill train, or the shipped one)")
+                               "(one made with noveltynets distill train)")
     if max(ranks) > bins:
         raise NoveltynetsError(f"ranks must be in 1..{bins} for model {model.model_id}, got {max(ranks)}")
