@@ -277,3 +277,8 @@ def test_bad_distill_options_are_one_line_and_exit_2(tmp_path):
                           (["--quality-timesteps", "1000"], "0..999"), (["--binning", "x"], "--binning must be")):
         r = runner.invoke(app, ["distill", "train", "--out", str(tmp_path / "d"), "--no-progress", *args])
         assert r.exit_code == 2 and message in r.output, (args, r.output)
+
+
+def test_a_config_key_names_its_ranks_only_when_it_has_them():
+    assert "ranks" not in SamplingConfig(7).key()
+    assert SamplingConfig(7, ranks=(1, 2)).key().endswith("|ranks=1,2")

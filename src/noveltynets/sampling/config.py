@@ -56,7 +56,8 @@ class SamplingConfig:
         """What unguided images with this config depend on (batch size and device do not), e.g. for a cache key."""
         key = f"class={self.klass}|cfg={self.cfg_used}|steps={self.steps}|{self.scheduler}"
         extra = [f"eta={self.eta}"] * (self.eta != 0) + [f"temperature={self.temperature}"] * (self.temperature != 1)
-        extra += [f"ranks={','.join(map(str, self.ranks))}"] * (self.ranks is not None)
+        if self.ranks is not None:
+            extra.append(f"ranks={','.join(map(str, self.ranks))}")
         return "|".join([key, *extra])
 
     def to_dict(self) -> dict:
