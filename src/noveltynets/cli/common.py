@@ -79,6 +79,13 @@ def _device(name: str) -> str:
     return name
 
 
+def option_error(e: NoveltynetsError, renames: dict | None = None) -> NoveltynetsError:
+    """A config's "batch_size must be ..." as the CLI's "--batch-size must be ..." (``renames``: field -> option name)."""
+    field, _, rest = str(e).partition(" ")
+    field = (renames or {}).get(field, field)
+    return NoveltynetsError(f"--{field.replace('_', '-')} {rest}")
+
+
 def _check_class(model, klass: int | None) -> None:
     if klass is not None and not 0 <= klass < model.num_classes:
         raise NoveltynetsError(f"unknown class {klass}: this model has classes 0-{model.num_classes - 1}")

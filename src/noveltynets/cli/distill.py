@@ -9,7 +9,7 @@ import typer
 
 from ..errors import NoveltynetsError
 from ..spec import in_range
-from .common import DeviceOpt, ProgressOpt, _device, friendly
+from .common import DeviceOpt, ProgressOpt, _device, friendly, option_error
 
 distill_app = typer.Typer(no_args_is_help=True, help="Distilled novelty: a model whose rank index 1..K sweeps a quality-diversity frontier.")
 
@@ -61,8 +61,6 @@ def distill_train_cmd(
         cfg = DistillConfig(rank=rank, train=replace(base_cfg.train, steps=steps, batch_size=batch_size, lr=lr, seed=seed),
                             p_norank=p_norank, rank_lr_scale=rank_lr_scale)
     except NoveltynetsError as e:  # "weight must be ..." -> "--weight must be ..."
-        field, _, rest = str(e).partition(" ")
-        field = {"timesteps": "quality-timesteps", "draws": "quality-draws"}.get(field, field)
-        raise NoveltynetsError(f"--{field.replace('_', '-')} {rest}") from None
+        raise option_error(e, {"timesteps": "quality-timesteps", "draws": "quality-draws"}) from None
     distill_train(out, base, cfg, device=_device(device), show_progress=progress)
     typer.echo(f"distilled model written to {out} (sample with: noveltynets sample --model {out} --class 7 --n {bins} --ranks 1-{bins})")

@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import NoveltynetsError
-from .common import DeviceOpt, OverwriteOpt, ProgressOpt, StoreOpt, _check_class, _device, friendly
+from .common import DeviceOpt, OverwriteOpt, ProgressOpt, StoreOpt, _check_class, _device, friendly, option_error
 from .output import _refuse_inside, atomic_output
 
 
@@ -179,5 +179,4 @@ def _config(**fields):
     try:
         return SamplingConfig(**fields)
     except NoveltynetsError as e:  # "batch_size must be ..." -> "--batch-size must be ..."
-        field, _, rest = str(e).partition(" ")
-        raise NoveltynetsError(f"--{field.replace('_', '-')} {rest}") from None
+        raise option_error(e) from None

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import NoveltynetsError
 from ..progress import progress_bar
+from ..sampling.loop import initial_noise
 
 FEATURES = ("denoiser", "pixels")
 BINNINGS = ("anchors", "positions")
@@ -81,8 +82,7 @@ def denoising_loss(model, images: torch.Tensor, classes: torch.Tensor, timesteps
         x0 = images[start:start + batch_size].to(device)
         y = torch.as_tensor(classes[start:start + batch_size], dtype=torch.long, device=device)
         for k in range(draws):
-            eps = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(seed + k * n + i))
-                               for i in range(start, start + len(x0))]).to(device)
+            eps = initial_noise([seed + k * n + i for i in range(start, start + len(x0))], tuple(x0.shape[1:]))[0].to(device)
             for t in timesteps:
                 a = abar[int(t)]
                 tt = torch.full((len(x0),), int(t), device=device, dtype=torch.long)
@@ -100,16 +100,14 @@ def rank_features(model, images: torch.Tensor, kind: str = "denoiser", batch_siz
         return F.adaptive_avg_pool2d(images.clamp(-1, 1), 8).flatten(1)
     if kind != "denoiser":
         raise NoveltynetsError(f"unknown ranking features {kind!r}; known: {', '.join(FEATURES)}")
-    from ..minority.score import DenoiserDistance
+    from ..minority.score import DenoiserDistance, unit_channels
 
     dist = DenoiserDistance(model.unet)
     parts = []
     for start in range(0, len(images), batch_size):
-        taps = dist._taps(images[start:start + batch_size].to(device))
-        layers = []
-        for f in taps:  # unit-normalise over channels; scaled so the squared norm averages over space and layers
-            f = f / (f.norm(dim=1, keepdim=True) + 1e-10)
-            layers.append(f.flatten(1) / (f.shape[2] * f.shape[3] * len(taps)) ** 0.5)
+        taps = [unit_channels(f) for f in dist._taps(images[start:start + batch_size].to(device))]
+        # scaled so that the squared norm of a difference averages over space and layers, as lpips_like does
+        layers = [f.flatten(1) / (f.shape[2] * f.shape[3] * len(taps)) ** 0.5 for f in taps]
         parts.append(torch.cat(layers, 1).cpu())
     return torch.cat(parts)
 

@@ -91,12 +91,13 @@ def lpips_like(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
     over space; the layers' values averaged (LPIPS without its learned per-channel weights)."""
     if not fx:
         raise NoveltynetsError("the feature distance's network has no layers to tap")
-    per_layer = []
-    for a, b in zip(fx, fy):
-        a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
-        b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
-        per_layer.append((a - b).pow(2).sum(1).mean(dim=(1, 2)))
+    per_layer = [(unit_channels(a) - unit_channels(b)).pow(2).sum(1).mean(dim=(1, 2)) for a, b in zip(fx, fy)]
     return torch.stack(per_layer).mean(0)
+
+
+def unit_channels(f: torch.Tensor) -> torch.Tensor:
+    """Features (N, C, H, W) unit-normalised over channels at each position, as LPIPS does."""
+    return f / (f.norm(dim=1, keepdim=True) + 1e-10)
 
 
 def get_distance(spec: str | Distance, device: str = "cpu", model=None) -> Distance:
