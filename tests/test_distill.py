@@ -144,6 +144,48 @@ def test_cfg_passes_class_plus_rank_and_the_unconditional_pass_keeps_the_rank():
         CFGDenoiser(spy, 2.0)(torch.zeros(1, 1, 4, 4), torch.tensor([5]), {"classes": torch.tensor([7]), "ranks": torch.tensor([1])})
 
 
+class _ByLabel:
+    """A fake UNet whose eps is its label, so the mix of passes can be read off."""
+
+    def __call__(self, x, t, class_labels):
+        return type("Out", (), {"sample": class_labels.float().view(-1, 1, 1, 1).expand_as(x).clone()})()
+
+
+def test_rank_guidance_takes_the_rank_s_effect_s_times_in_one_batch():
+    x, t = torch.zeros(2, 1, 2, 2), torch.tensor([5, 5])
+    extra = {"classes": torch.tensor([7, 7]), "ranks": torch.tensor([1, 3])}
+    cond, uncond, norank = torch.tensor([18.0, 40.0]), torch.tensor([21.0, 43.0]), torch.tensor([7.0, 7.0])
+    for s in (0.0, 1.0, 4.0):
+        spy = _Spy()
+        CFGDenoiser(spy, 2.0, rank_stride=11, rank_scale=s)(x, t, extra)
+        assert len(spy.labels) == 1  # one model call, whatever the passes
+        assert spy.labels[0].tolist() == [18, 40, 21, 43] + ([7, 7] if s != 1 else [])
+        eps = CFGDenoiser(_ByLabel(), 2.0, rank_stride=11, rank_scale=s)(x, t, extra)[:, 0, 0, 0]
+        cfg = uncond + 2.0 * (cond - uncond)
+        assert torch.allclose(eps, cfg + (s - 1) * (cond - norank))
+    no_cfg = CFGDenoiser(_ByLabel(), 1.0, rank_stride=11, rank_scale=3.0)(x, t, extra)[:, 0, 0, 0]
+    assert torch.allclose(no_cfg, cond + 2 * (cond - norank))
+    plain = CFGDenoiser(_ByLabel(), 2.0, rank_stride=11, rank_scale=3.0)(x, t, {"classes": torch.tensor([7, 7])})
+    assert torch.allclose(plain[:, 0, 0, 0], torch.tensor([4.0, 4.0]))  # no ranks: plain CFG, rank_scale idle
+
+
+def test_rank_scale_one_is_the_trained_model_more_moves_further_from_no_rank_and_it_needs_ranks(distilled_dir):
+    _, path = distilled_dir
+    model = load_model(path)
+    cfg = SamplingConfig(7, 2.0, steps=4, batch_size=4, ranks=(1, 2, 3, 4))
+    ranked = sample(model, range(4), cfg).images
+    assert torch.equal(sample(model, range(4), cfg.replace(rank_scale=1.0)).images, ranked)
+    unranked = sample(model, range(4), cfg.replace(ranks=None)).images
+    far = sample(model, range(4), cfg.replace(rank_scale=3.0)).images
+    # the rank's effect grows with the scale: further from the unranked sample than at scale 1, seed for seed
+    assert ((far - unranked).flatten(1).norm(dim=1) > (ranked - unranked).flatten(1).norm(dim=1)).all()
+    assert "rank_scale=3.0" in cfg.replace(rank_scale=3.0).key() and "rank_scale" not in cfg.key()
+    with pytest.raises(NoveltynetsError, match="give ranks too"):
+        SamplingConfig(7, rank_scale=2.0)
+    with pytest.raises(NoveltynetsError, match=r"rank_scale must be a number in \[0, 100\]"):
+        SamplingConfig(7, ranks=(1,), rank_scale=-1.0)
+
+
 def test_without_ranks_the_distilled_model_samples_as_its_base(distilled_dir):
     base, distilled = map(load_model, distilled_dir)
     cfg = SamplingConfig(7, 2.0, steps=4, batch_size=3)
@@ -180,6 +222,10 @@ def test_the_cli_samples_one_rank_per_sample_and_records_them(distilled_dir, tmp
     z = np.load(out / "samples.npz")
     assert z["ranks"].tolist() == [1, 2, 3, 1, 2, 3]
     assert json.loads((out / "manifest.json").read_text())["settings"]["ranks"] == [1, 2, 3]
+    r = runner.invoke(app, ["sample", "--model", str(path), "--class", "7", "--n", "3", "--ranks", "1-3", "--steps", "3",
+                            "--rank-scale", "4", "--out", str(tmp_path / "g"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "g" / "manifest.json").read_text())["settings"]["rank_scale"] == 4.0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -189,6 +235,8 @@ def test_the_cli_samples_one_rank_per_sample_and_records_them(distilled_dir, tmp
     (["--ranks", "1-2", "--filter", "oversample"], "no --filter"),
     (["--ranks", "1-2", "--model", "BASE"], "no rank index"),
     (["--ranks", "1-2", "NOMODEL"], "--ranks needs a distilled model"),
+    (["--ranks", "1-2", "--rank-scale", "-2"], "--rank-scale must be a number in [0, 100]"),
+    (["--rank-scale", "2"], "--rank-scale scales a distilled model's ranks"),
 ])
 def test_bad_ranks_on_the_cli_are_one_line_and_exit_2(distilled_dir, tmp_path, args, message):
     base, path = distilled_dir
@@ -219,6 +267,12 @@ def test_the_distilled_method_samples_its_model_at_its_ranks_and_combines_with_a
     assert run.images.shape == (8, 1, 32, 32) and not torch.allclose(run.images[:4], got.new_zeros(4, 1, 32, 32))
     with pytest.raises(NoveltynetsError, match="no setting"):
         parse_method("distilled:scale=2")
+    scaled = parse_method(f"distilled:ranks=2-3,rank_scale=3,model={path}")
+    assert scaled.config(ctx, 7).rank_scale == 3.0 and parse_method(f"{scaled.spec}+novelty").config(ctx, 7).rank_scale == 3.0
+    assert torch.allclose(scaled.run(ctx, 7, [0, 1, 2, 3]).images, sample(
+        m.model_for(ctx), [0, 1, 2, 3], SamplingConfig(7, 2.0, steps=3, batch_size=4, ranks=(2, 3), rank_scale=3.0)).images, atol=1e-6)
+    with pytest.raises(NoveltynetsError, match="rank_scale must be"):
+        parse_method(f"distilled:rank_scale=-1,model={path}")
 
 
 # -- fine-tuning --------------------------------------------------------------------------------------------------

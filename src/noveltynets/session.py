@@ -263,7 +263,8 @@ def open_session(model, config: SamplingConfig | None = None, guide=(), filter=N
     settings = settings if settings is not None else {
         "class": config.klass, "cfg": config.cfg_used, "steps": config.steps, "scheduler": config.scheduler,
         "guidance": [t.to_dict() for t in terms], "filter": filt.to_dict() if filt else None,
-        **({"ranks": list(config.ranks)} if config.ranks is not None else {})}
+        **({"ranks": list(config.ranks)} if config.ranks is not None else {}),
+        **({"rank_scale": config.rank_scale} if config.rank_scale != 1 else {})}
     return Session(model, config, terms, filt, chosen, history, embedder, st, memory, version,
                    learn, settings, pool_seconds, owns_store=not isinstance(store, MemoryStore))
 

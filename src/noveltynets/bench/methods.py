@@ -30,7 +30,7 @@ from ..errors import NoveltynetsError
 from ..filters import FILTERS, parse_filter
 from ..sampling import SamplingConfig, sample
 from ..session import history_owners, open_session, parse_guide, registry
-from ..spec import convert, split_spec
+from ..spec import convert, in_range, split_spec
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -118,6 +118,8 @@ class Method:
         """A distilled model's ranks, sample i of a run getting ``ranks[i % len(ranks)]``; None: no ranks."""
         return None
 
+    rank_scale = 1.0  # rank guidance of a distilled model's ranks (SamplingConfig.rank_scale)
+
     def memory_options(self, owner) -> dict:
         """How a new novelty memory of ``owner`` is made: ``open_session``'s ``negatives``, ``pool_size`` and
         ``memory_config`` (defaults: those of ``noveltynets sample``)."""
@@ -126,7 +128,7 @@ class Method:
     def config(self, ctx: Context, klass: int | None) -> SamplingConfig:
         """The sampling config of this method's runs of class ``klass``."""
         return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device, self.grad,
-                              self.ranks_for(ctx))
+                              self.ranks_for(ctx), self.rank_scale)
 
     def attach_session(self, ctx: Context, klass: int, built: list) -> None:
         """Histories for this run only, where one must be made: a novelty memory with its reference pool
@@ -243,8 +245,8 @@ class Novelty(GuidanceMethod):
 @register
 class Distilled(GuidanceMethod):
     """Rank-indexed sampling of a distilled model (:mod:`noveltynets.distill`): the i-th sample of a run gets rank
-    ``ranks[i % len(ranks)]``, with no memory. Own keys: ``model`` (a distilled model folder, required) and ``ranks``
-    (a range such as ``1-16``; default every rank bin of the model). Plain sampling, the baseline of every ratio, stays
+    ``ranks[i % len(ranks)]``, with no memory. Own keys: ``model`` (a distilled model folder, required), ``ranks``
+    (a range such as ``1-16``; default every rank bin of the model) and ``rank_scale`` (rank guidance, default 1). Plain sampling, the baseline of every ratio, stays
     the benchmark's model. Combines with guidance methods, e.g. ``distilled:model=DIR+novelty`` (a memory on top)."""
     name = "distilled"
 
@@ -253,9 +255,11 @@ class Distilled(GuidanceMethod):
         from ..sampling import parse_ranks
 
         ranks, self.model_path = self._pop("ranks", str, None), self._pop("model", str, None)
+        self.rank_scale = self._pop("rank_scale", float, 1.0)
         if self.settings:
             raise NoveltynetsError(f"method 'distilled' has no setting {next(iter(self.settings))!r}; settings: model, ranks, "
-                                   "cfg, eta, temp, grad")
+                                   "rank_scale, cfg, eta, temp, grad")
+        in_range(f"method {self.spec!r}: rank_scale", self.rank_scale, 0, 100)
         if not self.model_path:
             raise NoveltynetsError(f"method {self.spec!r}: give the distilled model, distilled:model=DIR (noveltynets distill train)")
         self.ranks = tuple(parse_ranks(ranks)) if ranks is not None else None
@@ -312,6 +316,10 @@ class Combo(GuidanceMethod):
 
     def ranks_for(self, ctx):
         return next((p.ranks_for(ctx) for p in self.parts if p.ranks_for(ctx) is not None), None)
+
+    @property
+    def rank_scale(self):
+        return next((p.rank_scale for p in self.parts if p.rank_scale != 1), 1.0)
 
 
 class FilterMethod(Method):

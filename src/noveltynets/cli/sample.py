@@ -46,6 +46,8 @@ def sample(
                                             "samples); repeatable."),
     ranks: Optional[str] = typer.Option(None, "--ranks", help="Distilled novelty: a rank per sample, in order and repeated "
                                         "(e.g. 1-16 with --n 16: one sample per rank bin); needs a distilled model (--model)."),
+    rank_scale: float = typer.Option(1.0, "--rank-scale", help="Rank guidance: the ranks' effect taken this many times "
+                                     "(1: as trained; other values: a third model pass per step). Needs --ranks."),
     model: Optional[Path] = typer.Option(None, "--model", help="A diffusers-format model folder (default: the shipped MNIST-5k model)."),
     out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = OverwriteOpt,
@@ -98,7 +100,8 @@ def sample(
     if memory_config and memory is not None and _exists(store or default_store_path(), memory):
         raise NoveltynetsError(f"memory {memory!r} exists: its settings were fixed when it was made (--memory-option is for a new one)")
     config = _config(klass=klass, cfg=cfg, steps=steps, scheduler=scheduler, eta=eta, temperature=temperature,
-                     batch_size=batch_size, device=dev, grad_mode=grad_mode, ranks=tuple(rank_list) if rank_list else None)
+                     batch_size=batch_size, device=dev, grad_mode=grad_mode, ranks=tuple(rank_list) if rank_list else None,
+                     rank_scale=rank_scale)
     terms = [parse_guide(spec) for spec in guide]
     t_load = time.perf_counter()
     m = load_model(model, device="cpu" if distributed else dev)  # each worker moves its copy to the device

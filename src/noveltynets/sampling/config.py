@@ -28,6 +28,7 @@ class SamplingConfig:
     device: str = "cpu"
     grad_mode: str = "x0"  # guidance gradients: "x0" (cheap) or "exact" (a backward pass through the denoiser)
     ranks: tuple[int, ...] | None = None  # a distilled model's rank index: sample i gets ranks[i % len(ranks)]
+    rank_scale: float = 1.0  # rank guidance: the rank's effect on eps taken this many times (1: as trained; needs ranks)
 
     def __post_init__(self):
         if self.steps <= 0:
@@ -43,6 +44,9 @@ class SamplingConfig:
             if not self.ranks or any(not isinstance(r, int) or r < 1 for r in self.ranks):
                 raise NoveltynetsError(f"ranks must be positive integers (1 = the first rank bin), got {self.ranks}")
             object.__setattr__(self, "ranks", tuple(self.ranks))
+        in_range("rank_scale", self.rank_scale, 0, 100)
+        if self.rank_scale != 1 and self.ranks is None:
+            raise NoveltynetsError(f"rank_scale scales a distilled model's ranks: give ranks too (got rank_scale={self.rank_scale} without ranks)")
 
     @property
     def cfg_used(self) -> float:
@@ -58,6 +62,8 @@ class SamplingConfig:
         extra = [f"eta={self.eta}"] * (self.eta != 0) + [f"temperature={self.temperature}"] * (self.temperature != 1)
         if self.ranks is not None:
             extra.append(f"ranks={','.join(map(str, self.ranks))}")
+        if self.rank_scale != 1:
+            extra.append(f"rank_scale={self.rank_scale}")
         return "|".join([key, *extra])
 
     def to_dict(self) -> dict:

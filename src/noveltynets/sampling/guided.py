@@ -24,10 +24,15 @@ class CFGDenoiser:
 
     A distilled model (``rank_stride`` > 0) reads ``extra["ranks"]`` (B,) where present: the label is
     ``class + rank_stride·rank``, and the unconditional pass keeps the rank (the null class at that rank),
-    so CFG sharpens the class while the rank acts as it was trained."""
+    so CFG sharpens the class while the rank acts as it was trained.
 
-    def __init__(self, unet, cfg_scale: float = 1.0, null_class: int = NULL_CLASS, rank_stride: int = 0):
+    Rank guidance (``rank_scale`` = s ≠ 1, with ranks): eps + (s − 1)·(eps_c − eps_c0), eps_c0 the class
+    without a rank (rank 0): the rank's effect on the class prediction taken s times, as CFG does for a
+    condition (a third pass, in the same batch). s = 1 is the model as trained."""
+
+    def __init__(self, unet, cfg_scale: float = 1.0, null_class: int = NULL_CLASS, rank_stride: int = 0, rank_scale: float = 1.0):
         self.unet, self.cfg_scale, self.null_class, self.rank_stride = unet, cfg_scale, null_class, rank_stride
+        self.rank_scale = rank_scale
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, extra: dict) -> torch.Tensor:
         classes = extra["classes"]
@@ -35,11 +40,17 @@ class CFGDenoiser:
         if ranks is not None and not self.rank_stride:
             raise ValueError("ranks were given to a model without a rank index")
         offset = 0 if ranks is None else self.rank_stride * ranks.to(classes.device)
-        if self.cfg_scale == 1.0 or bool((classes == self.null_class).all()):
-            return self.unet(x, t, class_labels=classes + offset).sample
-        null = torch.full_like(classes, self.null_class) + offset
-        eps_c, eps_u = self.unet(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([classes + offset, null])).sample.chunk(2)
-        return eps_u + self.cfg_scale * (eps_c - eps_u)
+        labels = [classes + offset]
+        cfg = self.cfg_scale != 1.0 and not bool((classes == self.null_class).all())
+        if cfg:
+            labels.append(torch.full_like(classes, self.null_class) + offset)
+        rank_guided = ranks is not None and self.rank_scale != 1.0
+        if rank_guided:
+            labels.append(classes)  # the class at rank 0: no rank
+        out = self.unet(torch.cat([x] * len(labels)), torch.cat([t] * len(labels)), class_labels=torch.cat(labels)).sample
+        eps_c, *rest = out.chunk(len(labels))
+        eps = eps_c if not cfg else rest[0] + self.cfg_scale * (eps_c - rest[0])
+        return eps if not rank_guided else eps + (self.rank_scale - 1) * (eps_c - rest[-1])
 
 
 class GuidedModel:

@@ -183,7 +183,7 @@ def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show
     config = config or SamplingConfig()
     make_scheduler(config.scheduler, model.scheduler_config, config.steps)  # validate before any work
     check_ranks(model, config.ranks)
-    eps_model = CFGDenoiser(model.unet, config.cfg_used, rank_stride=getattr(model, "rank_stride", 0))
+    eps_model = CFGDenoiser(model.unet, config.cfg_used, rank_stride=getattr(model, "rank_stride", 0), rank_scale=config.rank_scale)
     if guidance:
         eps_model = GuidedModel(eps_model, guidance, model.alphas_cumprod, config.grad_mode)
     classes = [config.klass if config.klass is not None else NULL_CLASS] * len(seeds)
