@@ -13,7 +13,8 @@ Sources (``--source``), each giving history, fresh and reference rows:
   with isotropic noise of the discarded directions' variance.
 
 Memories (``--memories``): ``net`` (the default config: a sharp net as recall head, 20k-row replay) and
-``sketch`` (``sketch_mb=7, replay_size=10000``: an LSH sketch of every sample as recall head). One memory of
+``sketch`` (``sketch_mb=7, replay_size=10000``: an LSH sketch of every sample as recall head) and ``sketch-full``
+(the same with 8 of its 16 tables on the full embeddings, ``sketch_full_tables=8``; not in the default list). One memory of
 each kind observes the history in chunks of ``--chunk`` (``--big-chunk`` from ``--big-from`` on: each observe
 trains the same number of steps, so less per sample there); at each history size of ``--checkpoints`` up to
 ``--max-history`` (``--net-max`` for the net, which is known to fail at 10⁵) it is measured:
@@ -42,7 +43,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RHOS = (0.1, 0.2, 0.3)
-MEMORIES = {"net": {}, "sketch": {"sketch_mb": 7, "replay_size": 10_000}}
+MEMORIES = {"net": {}, "sketch": {"sketch_mb": 7, "replay_size": 10_000},
+            "sketch-full": {"sketch_mb": 7, "replay_size": 10_000, "sketch_full_tables": 8}}
 
 
 def roc_auc(pos, neg) -> float:
@@ -244,7 +246,7 @@ def plot(out: Path) -> Path:
     for f, marker in zip(files, "osd^v"):
         rows = json.loads(f.read_text())["rows"]
         src = f.stem
-        for kind, style in (("memory_net", "C0"), ("memory_sketch", "C1")):
+        for kind, style in (("memory_net", "C0"), ("memory_sketch", "C1"), ("memory_sketch-full", "C4")):
             pts = [(r["history"], r[kind]) for r in rows if kind in r]
             if not pts:
                 continue
@@ -281,7 +283,7 @@ def plot(out: Path) -> Path:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", default="gmm64", choices=("real64", "gmm64", "gmm1024"))
-    p.add_argument("--memories", nargs="+", default=list(MEMORIES), choices=list(MEMORIES))
+    p.add_argument("--memories", nargs="+", default=["net", "sketch"], choices=list(MEMORIES))
     p.add_argument("--max-history", type=int, default=1_000_000)
     p.add_argument("--checkpoints", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
     p.add_argument("--net-max", type=int, default=10_000, help="the net memory stops here (its seen AUC was 0.578 at 10^5, measured)")

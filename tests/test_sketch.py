@@ -137,10 +137,56 @@ def test_a_format_1_state_loads_as_it_was(rows):
     assert old.sketch is None and torch.equal(old.seen_probability(fresh[:50]), mem.seen_probability(fresh[:50]))
 
 
+def _twins():
+    """A reference in 4 of 16 dims, so a 4-d projection keeps exactly those; history varies off them too, and each
+    fresh row is a history row's twin in those 4 dims that differs only off them, where the projection cannot see."""
+    g = torch.Generator().manual_seed(5)
+    ref = torch.cat([torch.randn(128, 4, generator=g) * 4, torch.zeros(128, 12)], 1)
+    history = torch.cat([torch.randn(2000, 4, generator=g) * 4, torch.randn(2000, 12, generator=g)], 1)
+    fresh = torch.cat([history[:500, :4], torch.randn(500, 12, generator=g)], 1)
+    return ref, history, fresh
+
+
+def test_full_embedding_tables_tell_apart_rows_the_projection_merges_in_the_same_bits(tmp_path):
+    ref, history, fresh = _twins()
+    mems = {}
+    for full in (0, 8):
+        m = NoveltyMemory(sketch_cfg(dim=16, projection=4, sketch_tables=16, sketch_full_tables=full))
+        m.set_reference(ref)
+        for chunk in history.split(250):
+            m.observe(chunk)
+        mems[full] = m
+    proj, split = mems[0], mems[8]
+    assert split.sketch.tables == 8 and split.sketch_full.tables == 8 and split.sketch_full.dim == 16
+    size = lambda m: sum(s.nbytes for s in (m.sketch, m.sketch_full) if s is not None)  # noqa: E731
+    assert size(split) == size(proj)  # the same bits, shared by the two kinds of table
+    with torch.no_grad():
+        seen = {k: m.seen_probability(history[:500]) for k, m in mems.items()}
+        twin = {k: m.seen_probability(fresh) for k, m in mems.items()}
+    assert bool((seen[8] > 0.9).all()) and bool((seen[0] > 0.9).all())  # every observed row hits every table
+    assert auc(seen[0], twin[0]) == 0.5 and auc(seen[8], twin[8]) > 0.95, auc(seen[8], twin[8])  # ties: the same cells
+    store = MemoryStore(tmp_path / "m.sqlite")  # through the store: bits and both units come back
+    store.create("split", split)
+    again, _ = store.load("split")
+    assert torch.equal(again.sketch_full.bits, split.sketch_full.bits) and again.sketch_full_unit == split.sketch_full_unit > 0
+    assert torch.equal(again.seen_probability(fresh), twin[8])
+    again.reset()
+    assert again.sketch_full.n_added == 0 and int(again.sketch_full.bits.sum()) == 0
+    again.observe(history[:10])  # after a reset the full tables still know their unit
+    assert again.sketch_full_unit == split.sketch_full_unit and bool((again.seen_probability(history[:10]) > 0.9).all())
+    lost = {k: v for k, v in split.state_tensors().items() if k != "sketch.full_unit"}
+    from safetensors.torch import save as st_save
+    import json
+    from dataclasses import asdict
+    with pytest.raises(NoveltynetsError, match="full-embedding sketch tables"):
+        NoveltyMemory.from_bytes(st_save(lost, metadata={"format_version": "3", "config": json.dumps(asdict(split.config))}))
+
+
 @pytest.mark.parametrize("change, message", [({"sketch_mb": -1}, "sketch_mb must be >= 0"),
                                              ({"sketch_width_min": 2.0}, "sketch's widths"),
                                              ({"negatives": "jitter", "target": "classify"}, "needs reference negatives"),
-                                             ({"sketch_mb": 1e4}, "between")])
+                                             ({"sketch_mb": 1e4}, "between"),
+                                             ({"sketch_full_tables": 17}, "sketch_full_tables must be in 0..sketch_tables")])
 def test_bad_sketch_settings_are_refused(change, message):
     with pytest.raises(NoveltynetsError, match=message):
         sketch_cfg(**change)

@@ -63,6 +63,10 @@ class MemoryConfig:
     sketch_width: float = 1.2
     sketch_width_min: float = 0.3
     sketch_capacity: int = 1_000_000  # the samples the Bloom filter's bits per key are chosen for (false positives rise beyond)
+    sketch_full_tables: int = 0  # of sketch_tables, how many hash the full embedding instead of its projection (their share
+    # of the bits too; cells in units of the full reference's spacing). In the projection, fresh rows of a long history lie
+    # close to observed ones; the full rows tell them apart (1,024-d at 10^6: seen AUC 0.935 all projected, 0.968 with 8 of
+    # 16 full, docs/benchmarks/capacity/sketch_space.log), at some near-dup recall
 
     # -- replay --------------------------------------------------------------------------------
     replay: str = "reservoir"  # "reservoir" (fixed size) or "full" (keeps every positive)
@@ -122,6 +126,8 @@ class MemoryConfig:
             raise NoveltynetsError("memory sizes and step counts must be positive")
         if self.sketch_mb < 0 or (self.sketch_mb and min(self.sketch_tables, self.sketch_projections, self.sketch_capacity) < 1):
             raise NoveltynetsError("sketch_mb must be >= 0 (0: off), sketch_tables, sketch_projections and sketch_capacity >= 1")
+        if self.sketch_mb and not 0 <= self.sketch_full_tables <= self.sketch_tables:
+            raise NoveltynetsError(f"sketch_full_tables must be in 0..sketch_tables ({self.sketch_tables}), got {self.sketch_full_tables}")
         if self.sketch_mb and not 0 < self.sketch_width_min <= self.sketch_width:
             raise NoveltynetsError("the sketch's widths need 0 < sketch_width_min <= sketch_width")
         if self.sketch_mb and self.negatives == "jitter":
@@ -146,7 +152,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {  # the sections above, in order: every 
     "net": ("hidden", "layers", "lr", "steps_per_observe", "batch_size", "fourier", "fourier_sigma", "fourier_sigma_min",
             "fourier_raw", "scaling"),
     "recall": ("recall", "recall_hidden"),
-    "sketch": ("sketch_mb", "sketch_tables", "sketch_projections", "sketch_width", "sketch_width_min", "sketch_capacity"),
+    "sketch": ("sketch_mb", "sketch_tables", "sketch_projections", "sketch_width", "sketch_width_min", "sketch_capacity",
+               "sketch_full_tables"),
     "replay": ("replay", "replay_size", "trajectory"),
     "negatives": ("negatives", "jitter_sigma", "negative_jitter", "positive_jitter", "jitter_spread"),
     "targets": ("target", "proximity_radius", "query_jitter", "proximity_sigma_min", "proximity_sigma", "target_rows",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +30,7 @@ class NoveltyMemory:
         self.std = torch.ones(k, device=self.device)
         self.centre = torch.zeros(config.dim, device=self.device)  # the projection: (e − centre) @ basis
         self.basis = torch.zeros(config.dim, config.projection, device=self.device) if config.projection else None
+        self._full_spacing = 0.0  # the reference's spacing in the full space (set_reference), for full-embedding sketch tables
         self._start_history()
 
     def _start_history(self) -> None:
@@ -40,12 +39,19 @@ class NoveltyMemory:
         init = torch.Generator().manual_seed(c.seed)  # both heads' initial weights, one after the other
         self.freqs, self.net = heads.head(c, heads.smooth_scales(c), c.hidden, c.fourier_raw, c.seed, init, self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
-        self.recall_freqs = self.recall_net = self.recall_opt = self.sketch = None
+        self.recall_freqs = self.recall_net = self.recall_opt = self.sketch = self.sketch_full = None
         self.sketch_unit = 0.0  # ℓ when the sketch took its first sample: its cells are measured in it from then on
+        self.sketch_full_unit = 0.0  # the same for the full-embedding tables, in the full space
         if c.sketch_mb:  # the recall head is a sketch of every finished sample, of fixed size
-            nbits = int(c.sketch_mb * 8 * 2**20)
-            self.sketch = L2Sketch(k, c.sketch_tables, c.sketch_projections, c.sketch_width, nbits,
-                                   optimal_hashes(nbits, c.sketch_capacity * c.sketch_tables), c.seed + 2, c.sketch_width_min)
+            nbits, full = int(c.sketch_mb * 8 * 2**20), c.sketch_full_tables
+            hashes = optimal_hashes(nbits, c.sketch_capacity * c.sketch_tables)
+            split = nbits * full // c.sketch_tables // 8 * 8  # the full tables' share of the bits
+            if full < c.sketch_tables:
+                self.sketch = L2Sketch(k, c.sketch_tables - full, c.sketch_projections, c.sketch_width, nbits - split, hashes,
+                                       c.seed + 2, c.sketch_width_min)
+            if full:
+                self.sketch_full = L2Sketch(c.dim, full, c.sketch_projections, c.sketch_width, split, hashes, c.seed + 3,
+                                            c.sketch_width_min)
         elif c.recall:  # sharp features, no raw input: memorises points (the old single-scale memory)
             self.recall_freqs, self.recall_net = heads.head(c, heads.sharp_scales(c), c.recall_hidden, False, c.seed + 1, init,
                                                             self.device)
@@ -73,12 +79,17 @@ class NoveltyMemory:
     def _smooth_logit(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self._smooth_features(z)).squeeze(-1)
 
-    def _recall_logit(self, z: torch.Tensor) -> torch.Tensor:
-        if self.sketch is not None:  # log-odds from the share of tables whose cell holds a sample (not differentiable)
-            if not self.sketch.n_added:
-                return torch.full((len(z),), -math.log(2 * self.sketch.tables + 1), device=z.device)
-            h = self.sketch.hits(z.detach() / self.sketch_unit).to(z.device, torch.float32)
-            return torch.log((h + 0.5) / (self.sketch.tables - h + 0.5))
+    def _recall_logit(self, z: torch.Tensor, full: torch.Tensor | None = None) -> torch.Tensor:
+        """``z`` in the memory's space; ``full``, the same rows unprojected (read by full-embedding sketch tables)."""
+        if self.sketch is not None or self.sketch_full is not None:  # log-odds from the share of tables whose cell
+            # holds a sample (not differentiable)
+            tables, h = self.config.sketch_tables, torch.zeros(len(z), device=z.device)
+            if self._sketch_count():
+                if self.sketch is not None:
+                    h = h + self.sketch.hits(z.detach() / self.sketch_unit).to(z.device, torch.float32)
+                if self.sketch_full is not None:
+                    h = h + self.sketch_full.hits(full.detach() / self.sketch_full_unit).to(z.device, torch.float32)
+            return torch.log((h + 0.5) / (tables - h + 0.5))
         if self.recall_net is None:
             return self._smooth_logit(z)
         return self.recall_net(heads.features(z, self.mean, self.std, self.recall_freqs, False)).squeeze(-1)
@@ -91,7 +102,11 @@ class NoveltyMemory:
     def recall_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head, or the sketch
         (``sketch_mb``: log((hits + ½)/(tables − hits + ½)), not differentiable), or the smooth head without either."""
-        return self._recall_logit(self.project(embeddings))
+        return self._recall_logit(self.project(embeddings), embeddings.to(self.device))
+
+    def _sketch_count(self) -> int:
+        """Samples the sketch holds (its tables all took every one)."""
+        return (self.sketch or self.sketch_full).n_added
 
     @torch.no_grad()
     def seen_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -110,10 +125,7 @@ class NoveltyMemory:
         if getattr(self, "_nn_key", None) != key:
             if len(ref) < 2:
                 raise NoveltynetsError("the memory has no reference and fewer than 2 observed samples: no unit of length yet")
-            x = ref[:1024].double()
-            d = torch.cdist(x, x)
-            d.fill_diagonal_(float("inf"))
-            self._nn, self._nn_key = float(d.min(1).values.median()), key
+            self._nn, self._nn_key = median_nn_distance(ref[:1024]), key
         return self._nn
 
     # -- learning -------------------------------------------------------------------------
@@ -127,6 +139,8 @@ class NoveltyMemory:
         n_final = len(negatives) if n_final is None else n_final
         if not 2 <= n_final <= len(negatives):
             raise NoveltynetsError(f"n_final must be between 2 and {len(negatives)}, got {n_final}")
+        if self.sketch_full is not None:  # the full tables' unit: the reference's spacing in the full space
+            self._full_spacing = median_nn_distance(negatives[:min(n_final, 1024)])
         k = self.config.projection
         if k:  # the principal directions of the reference's finished samples (a reference of n ≤ k samples has n − 1;
             # the rest of the k columns stay zero, so those coordinates are constant)
@@ -179,7 +193,7 @@ class NoveltyMemory:
             raise NoveltynetsError("refusing to observe non-finite embeddings")
         if self.config.negatives != "jitter" and len(self.negatives) == 0:
             raise NoveltynetsError("this memory has no reference negatives yet (set_reference)")
-        new = self.project(new).detach()
+        raw, new = new[:n_samples], self.project(new).detach()
         if len(self.negatives) == 0:  # jitter mode: normalise by the first positives
             self.mean, self.std = new.mean(0), self._scale(new) if len(new) > 1 else self.std
         self.replay, self.n_offered = self._remember(self.replay, new, self.n_offered)
@@ -188,6 +202,9 @@ class NoveltyMemory:
         if self.sketch is not None:
             self.sketch_unit = self.sketch_unit or self.neighbour_distance()
             self.sketch.add(new[:n_samples] / self.sketch_unit)
+        if self.sketch_full is not None:
+            self.sketch_full_unit = self.sketch_full_unit or self._full_spacing
+            self.sketch_full.add(raw / self.sketch_full_unit)
         self.n_seen += n_samples
         return self.rehearse(steps, new, n_samples)
 
@@ -238,3 +255,11 @@ class NoveltyMemory:
     def from_bytes(cls, blob: bytes, device: str | torch.device = "cpu") -> "NoveltyMemory":
         """A memory from :meth:`to_bytes`'s blob, of this format version or any earlier one."""
         return serial.from_bytes(cls, blob, device)
+
+
+def median_nn_distance(x: torch.Tensor) -> float:
+    """The median distance from each row of ``x`` (N >= 2, dim) to its nearest other row."""
+    x = x.double()
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    return float(d.min(1).values.median())

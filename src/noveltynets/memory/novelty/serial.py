@@ -10,6 +10,9 @@ Format versions (``format_version`` in the metadata):
 - 2: may hold a sketch (``sketch.bits``, ``sketch.counters`` = samples added, ``sketch.unit`` = its ℓ), which a
   reader of format 1 would drop without a word; :func:`state_tensors` writes this layout (a state without a sketch
   is the same as in format 1).
+- 3: may hold tables of the full embeddings beside it (``sketch_full.bits``, ``sketch.full_unit`` = their ℓ in the full
+  space, ``sketch.full_spacing`` = the reference's spacing there: ``sketch_full_tables``), which a reader of format 2
+  would drop without a word. Without them, the same as format 2.
 
 Loading upgrades a state step by step to the current version; a state from a newer version is refused.
 """
@@ -30,7 +33,7 @@ from .config import MemoryConfig
 if TYPE_CHECKING:
     from .core import NoveltyMemory
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 Tensors = dict[str, torch.Tensor]
 
 
@@ -58,6 +61,9 @@ def state_tensors(mem: NoveltyMemory) -> Tensors:
     if mem.sketch is not None:
         t.update({"sketch.bits": mem.sketch.bits, "sketch.counters": torch.tensor([mem.sketch.n_added]),
                   "sketch.unit": torch.tensor([mem.sketch_unit], dtype=torch.float64)})
+    if mem.sketch_full is not None:
+        t.update({"sketch_full.bits": mem.sketch_full.bits, "sketch.counters": torch.tensor([mem.sketch_full.n_added]),
+                  "sketch.full_unit": torch.tensor([mem.sketch_full_unit, mem._full_spacing], dtype=torch.float64)})
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
 
@@ -87,7 +93,12 @@ def _upgrade_1(config: dict, t: Tensors) -> tuple[dict, Tensors]:
     return config, t
 
 
-UPGRADES = {0: _upgrade_0, 1: _upgrade_1}  # version v → v + 1
+def _upgrade_2(config: dict, t: Tensors) -> tuple[dict, Tensors]:
+    """Version 2 → 3: nothing to change (format 2 had no full-embedding tables)."""
+    return config, t
+
+
+UPGRADES = {0: _upgrade_0, 1: _upgrade_1, 2: _upgrade_2}  # version v → v + 1
 
 
 def _read(blob: bytes) -> tuple[MemoryConfig, Tensors]:
@@ -134,9 +145,15 @@ def from_bytes(cls: type[NoveltyMemory], blob: bytes, device: str | torch.device
         mem.centre, mem.basis = t["centre"].to(dev), t["basis"].to(dev)
     mem.n_seen, mem.train_steps, mem.n_offered, mem.n_ref_final = [int(x) for x in t["counters"][:4]]
     mem.gen.set_state(t["gen"])
-    if mem.sketch is not None and "sketch.bits" in t:
-        if t["sketch.bits"].shape != mem.sketch.bits.shape:
-            raise NoveltynetsError("memory data is corrupt (its sketch does not match its config)")
-        mem.sketch.bits, mem.sketch.n_added = t["sketch.bits"].clone(), int(t["sketch.counters"][0])
+    for sketch, key in ((mem.sketch, "sketch.bits"), (mem.sketch_full, "sketch_full.bits")):
+        if sketch is not None and key in t:
+            if t[key].shape != sketch.bits.shape:
+                raise NoveltynetsError("memory data is corrupt (its sketch does not match its config)")
+            sketch.bits, sketch.n_added = t[key].clone(), int(t["sketch.counters"][0])
+    if mem.sketch is not None and "sketch.unit" in t:
         mem.sketch_unit = float(t["sketch.unit"][0])
+    if mem.sketch_full is not None:
+        if "sketch.full_unit" not in t:
+            raise NoveltynetsError("memory data is corrupt (its config has full-embedding sketch tables, its data none)")
+        mem.sketch_full_unit, mem._full_spacing = (float(v) for v in t["sketch.full_unit"])
     return mem
