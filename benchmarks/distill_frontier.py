@@ -7,6 +7,7 @@ Per class, ``--batches`` batches of 16 seeds (batch b: seeds 16b .. 16b + 15), t
 - ``plain``: the shipped model, CFG 2, 50 DDIM steps (the baseline);
 - ``distilled, no rank``: the distilled model at rank 0 (how far fine-tuning moved plain sampling);
 - ``distilled ranks 1-16``: the distilled model, sample i of a batch at rank i + 1;
+- ``distilled ranks 1-16, rank scale s``: the same with rank guidance (``--rank-scales``, ``SamplingConfig.rank_scale``);
 - ``particle``: particle guidance (batch-only repulsion, the stateless peer), on the shipped model.
 
 Judged by the evaluation embedder (never used to rank or train): within each batch, the near-dup rate
@@ -63,23 +64,27 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=2.0)
     p.add_argument("--particle", default="particle:scale=3", help="the batch-only peer ('' to leave it out)")
+    p.add_argument("--rank-scales", default="", help="rank guidance scales besides 1, comma-separated (e.g. 3,6)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     base, distilled = load_model(), load_model(args.model)
     bins = distilled.num_ranks
     size = bins  # one sample per rank bin in a batch
     classes = [int(c) for c in args.classes.split(",")]
-    methods = {"plain": (base, None, []), "distilled, no rank": (distilled, None, []),
-               f"distilled ranks 1-{bins}": (distilled, tuple(range(1, bins + 1)), [])}
+    ranks = tuple(range(1, bins + 1))
+    methods = {"plain": (base, None, [], 1.0), "distilled, no rank": (distilled, None, [], 1.0),
+               f"distilled ranks 1-{bins}": (distilled, ranks, [], 1.0)}
+    for s in [float(v) for v in args.rank_scales.split(",") if v.strip()]:
+        methods[f"distilled ranks 1-{bins}, rank scale {s:g}"] = (distilled, ranks, [], s)
     if args.particle:
-        methods[args.particle] = (base, None, [args.particle])
+        methods[args.particle] = (base, None, [args.particle], 1.0)
     rows, per_rank, seconds = [], {m: [] for m in methods}, {}
     args.out.mkdir(parents=True, exist_ok=True)
     for c in classes:
         judge = Judge(c)
         seeds = list(range(args.batches * size))
-        for name, (model, ranks, guide) in methods.items():
-            config = SamplingConfig(c, args.cfg, args.steps, batch_size=size, ranks=ranks)
+        for name, (model, ranks, guide, rank_scale) in methods.items():
+            config = SamplingConfig(c, args.cfg, args.steps, batch_size=size, ranks=ranks, rank_scale=rank_scale)
             t0 = time.perf_counter()
             run = sample(model, seeds, config, [parse_guide(g) for g in guide])
             seconds[(name, c)] = time.perf_counter() - t0
