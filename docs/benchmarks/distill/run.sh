@@ -13,3 +13,7 @@ OMP_NUM_THREADS=1 $PY benchmarks/distill_frontier.py --model "$MODEL" --classes 
 OMP_NUM_THREADS=1 $NN bench --keep 6 --n 128 --steps 50 --classes 7 -m "distilled:model=$MODEL" -m novelty \
     -m "distilled:model=$MODEL+novelty" --out $D/keep7 --no-progress 2> $D/keep7.log &
 wait
+# 3. rank guidance (2026-12-02): the same seeds and classes, ranks at s = 3 and 8 beside s = 1
+OMP_NUM_THREADS=2 $PY benchmarks/distill_frontier.py --model "$MODEL" --classes 1,3,7 --batches 8 --rank-scales 3,8 \
+    --particle "" --out $D/rank_scale > $D/rank_scale.log 2>&1
+$PY $D/rank_scale_plot.py
