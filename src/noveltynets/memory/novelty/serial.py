@@ -10,8 +10,8 @@ Format versions (``format_version`` in the metadata):
 - 2: may hold a sketch (``sketch.bits``, ``sketch.counters`` = samples added, ``sketch.unit`` = its ℓ), which a
   reader of format 1 would drop without a word; :func:`state_tensors` writes this layout (a state without a sketch
   is the same as in format 1).
-- 3: may hold tables of the full embeddings beside it (``sketch_full.bits``, ``sketch.full_unit`` = their ℓ in the full
-  space, ``sketch.full_spacing`` = the reference's spacing there: ``sketch_full_tables``), which a reader of format 2
+- 3: may hold tables of the full embeddings beside it (``sketch_full_tables``: ``sketch_full.bits``, and
+  ``sketch.full_unit`` = their ℓ in the full space and the reference's spacing there), which a reader of format 2
   would drop without a word. Without them, the same as format 2.
 
 Loading upgrades a state step by step to the current version; a state from a newer version is refused.
