@@ -65,9 +65,10 @@ def main(argv=None):
     p.add_argument("--cfg", type=float, default=2.0)
     p.add_argument("--particle", default="particle:scale=3", help="the batch-only peer ('' to leave it out)")
     p.add_argument("--rank-scales", default="", help="rank guidance scales besides 1, comma-separated (e.g. 3,6)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the judge stays on the CPU)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    base, distilled = load_model(), load_model(args.model)
+    base, distilled = load_model(device=args.device), load_model(args.model, args.device)
     bins = distilled.num_ranks
     size = bins  # one sample per rank bin in a batch
     classes = [int(c) for c in args.classes.split(",")]
@@ -84,7 +85,8 @@ def main(argv=None):
         judge = Judge(c)
         seeds = list(range(args.batches * size))
         for name, (model, ranks, guide, rank_scale) in methods.items():
-            config = SamplingConfig(c, args.cfg, args.steps, batch_size=size, ranks=ranks, rank_scale=rank_scale)
+            config = SamplingConfig(c, args.cfg, args.steps, batch_size=size, device=args.device, ranks=ranks,
+                                    rank_scale=rank_scale)
             t0 = time.perf_counter()
             run = sample(model, seeds, config, [parse_guide(g) for g in guide])
             seconds[(name, c)] = time.perf_counter() - t0
