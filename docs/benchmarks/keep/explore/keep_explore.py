@@ -7,10 +7,12 @@ METHODS: comma-separated of plain, cont (continued memory), fresh (a fresh memor
 (memory fed as many unrelated plain samples as cont has observed, never the guided ones), exact
 (continued, the memory replaced by the exact proximity to every remembered row), batch (memory
 part off), repel (SPELL, exact history of every earlier sample). Rows go to stdout as JSON.
+Env SEED_POOL=K: before run 1, cont and unrel (and fresh, each run) observe K plain samples of the class (with their
+trajectories; seeds apart from every other), so each memory also knows where plain sampling goes; unrel is still
+topped up with as many plain samples as cont has observed since.
 """
 
 import json
-import math
 import os
 import sys
 import time
@@ -29,6 +31,7 @@ from noveltynets.sampling import SamplingConfig, sample
 from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
 
 UNREL_SEEDS = 2 * 10**12
+SEED_SEEDS = 3 * 10**12
 
 
 class ExactProximity:
@@ -96,6 +99,18 @@ def main():
             print(json.dumps({"tag": tag, "class": klass, "method": "real", "run": r + 1, "n": len(seg),
                               "near_dup": float((seg < judge.tau).mean())}), flush=True)
 
+    seed_n = int(os.environ.get("SEED_POOL", 0))
+    seed_plain = None
+    if seed_n:  # plain samples every memory starts from (and their trajectories)
+        e = pool_run(model, emb, range(SEED_SEEDS, SEED_SEEDS + seed_n), config.replace(batch_size=64), traj)
+        seed_plain = e.view(1 + len(traj), seed_n, -1)
+
+    def seeded(m):
+        if seed_plain is not None:
+            for c in seed_plain.split(16, dim=1):
+                m.observe(c[0], trajectory=c[1:].flatten(0, 1) if len(c) > 1 else None)
+        return m
+
     unrel_plain = None
     if "unrel" in names:  # unrelated plain samples (and their trajectories), made once
         e = pool_run(model, emb, range(UNREL_SEEDS, UNREL_SEEDS + (R - 1) * N), config.replace(batch_size=64), traj)
@@ -112,8 +127,8 @@ def main():
                     term = NoveltyGuidance(**{**tc, "memory_weight": 0}, embedder=emb)
                 else:
                     if "mem" not in st or name == "fresh":
-                        st["mem"] = memory() if name != "exact" else ExactProximity(memory(), mc.get("proximity_radius", 0.7),
-                                                                                    float(os.environ.get("SOFTMIN", 0)))
+                        st["mem"] = seeded(memory()) if name != "exact" else ExactProximity(
+                            memory(), mc.get("proximity_radius", 0.7), float(os.environ.get("SOFTMIN", 0)))
                     mem = st["mem"]
                     if name == "unrel" and r > 0:  # top up to as many as cont has observed: N per earlier run
                         chunk = unrel_plain[:, (r - 1) * N:r * N]
