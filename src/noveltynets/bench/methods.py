@@ -247,7 +247,8 @@ class Distilled(GuidanceMethod):
     """Rank-indexed sampling of a distilled model (:mod:`noveltynets.distill`): the i-th sample of a run gets rank
     ``ranks[i % len(ranks)]``, with no memory. Own keys: ``model`` (a distilled model folder, required), ``ranks``
     (a range such as ``1-16``; default every rank bin of the model) and ``rank_scale`` (rank guidance, default 1).
-    Plain sampling, the baseline of every ratio, stays the benchmark's model. Combines with guidance methods, e.g. ``distilled:model=DIR+novelty`` (a memory on top)."""
+    Plain sampling, the baseline of every ratio, stays the benchmark's model. Combines with guidance methods, e.g.
+    ``distilled:model=DIR+novelty`` (a memory on top)."""
     name = "distilled"
 
     def __init__(self, spec: str):

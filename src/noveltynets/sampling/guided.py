@@ -47,6 +47,8 @@ class CFGDenoiser:
         rank_guided = ranks is not None and self.rank_scale != 1.0
         if rank_guided:
             labels.append(classes)  # the class at rank 0: no rank
+        if len(labels) == 1:  # one pass: no batch to build
+            return self.unet(x, t, class_labels=labels[0]).sample
         out = self.unet(torch.cat([x] * len(labels)), torch.cat([t] * len(labels)), class_labels=torch.cat(labels)).sample
         eps_c, *rest = out.chunk(len(labels))
         eps = eps_c if not cfg else rest[0] + self.cfg_scale * (eps_c - rest[0])

@@ -59,11 +59,12 @@ def state_tensors(mem: NoveltyMemory) -> Tensors:
     t.update(replay=mem.replay, replay_final=mem.replay_final, negatives=mem.negatives, mean=mem.mean, std=mem.std,
              counters=torch.tensor([mem.n_seen, mem.train_steps, mem.n_offered, mem.n_ref_final]), gen=mem.gen.get_state())
     if mem.sketch is not None:
-        t.update({"sketch.bits": mem.sketch.bits, "sketch.counters": torch.tensor([mem.sketch.n_added]),
-                  "sketch.unit": torch.tensor([mem.sketch_unit], dtype=torch.float64)})
+        t.update({"sketch.bits": mem.sketch.bits, "sketch.unit": torch.tensor([mem.sketch_unit], dtype=torch.float64)})
     if mem.sketch_full is not None:
-        t.update({"sketch_full.bits": mem.sketch_full.bits, "sketch.counters": torch.tensor([mem.sketch_full.n_added]),
+        t.update({"sketch_full.bits": mem.sketch_full.bits,
                   "sketch.full_unit": torch.tensor([mem.sketch_full_unit, mem._full_spacing], dtype=torch.float64)})
+    if mem.sketch is not None or mem.sketch_full is not None:  # every table takes every sample: one count
+        t["sketch.counters"] = torch.tensor([mem._sketch_count()])
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
 
