@@ -19,7 +19,7 @@ How it works:
   info (seeds, classes, trajectory) with ``(worker id, batch id)`` to the memory actor, waits for the receipt, and
   asks for weights newer than the version it holds (None, or the new version and blob).
 - The memory actor queues the batches it receives and, once ``train_every`` samples are queued (default: one
-  batch) or on :meth:`MemoryActor.flush`, teaches the history all of them through
+  batch) or on :meth:`MemoryActor.flush`, teaches the history all of them, in batch order, through
   :meth:`Session.observe_embeddings <noveltynets.session.Session.observe_embeddings>`: for a named memory that is
   one :meth:`MemoryStore.observe <noveltynets.memory.store.MemoryStore.observe>` transaction (training, one row
   per sample with its seed, class and settings, the new state and version). A batch id it has seen before is
@@ -175,9 +175,10 @@ class MemoryActor:
         return True
 
     def flush(self) -> int:
-        """Learn every queued batch in one go (for a named memory: one store transaction); returns the version."""
+        """Learn every queued batch in one go (for a named memory: one store transaction), in batch order whatever
+        order they arrived in; returns the version."""
         if self.queue:
-            queued, self.queue = self.queue, []
+            queued, self.queue = sorted(self.queue, key=lambda q: q[0]), []
             self.session.observe_embeddings(*_merge([(q[2], q[3]) for q in queued]))
             self.applied.update((q[0], q[1]) for q in queued)
             self.version = self.session.version if self.session.name is not None else self.version + 1
