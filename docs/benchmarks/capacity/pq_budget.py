@@ -1,0 +1,40 @@
+"""Probe (run from the repository root): codes of 12 bytes per row or less, that with a smaller head would fit a
+10^6-row history in 16 MB, in the memory's 32-d projection (units of l): seen and near-dup ROC-AUC at 10^4 and 10^6
+(gmm64), beside flat and 16-byte PQ (pq_probe.py). Log: pq_budget.log."""
+import sys, time
+import torch
+sys.path.insert(0, ".")
+from benchmarks.capacity import source, spacing, near_dups, roc_auc
+from noveltynets.memory.novelty import MemoryConfig, NoveltyMemory
+import faiss
+
+faiss.omp_set_num_threads(2)
+KINDS = {  # name: (index maker, bytes per row)
+    "flat32": (lambda: faiss.IndexFlatL2(32), 128),
+    "pq16x8": (lambda: faiss.IndexPQ(32, 16, 8), 16),
+    "pq8x12": (lambda: faiss.IndexPQ(32, 8, 12), 12),
+    "pq16x6": (lambda: faiss.IndexPQ(32, 16, 6), 12),
+    "pq32x3": (lambda: faiss.IndexPQ(32, 32, 3), 12),
+    "opq_pq16x6": (lambda: faiss.index_factory(32, "OPQ16,PQ16x6"), 12),
+    "pq8x10": (lambda: faiss.IndexPQ(32, 8, 10), 10),
+}
+names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(KINDS)
+hist_f, fresh, ref = source("gmm64", 1000000)
+hist = torch.cat(list(hist_f(65536)))
+ell = spacing(ref)
+m = NoveltyMemory(MemoryConfig(dim=64, embedder_id="x")); m.set_reference(ref); u = m.neighbour_distance()
+P = lambda x: (m.project(x) / u).numpy()
+for h in (10000, 1000000):
+    hh = hist[:h]; g = torch.Generator().manual_seed(h)
+    seen = hh[torch.randint(h, (1000,), generator=g)]
+    dups = {r: near_dups(hh[torch.randint(h, (1000,), generator=g)], r, ell, seed=h + i) for i, r in enumerate((0.1, 0.2, 0.3))}
+    for name in names:
+        make, nb = KINDS[name]
+        idx = make(); t = time.time()
+        if not idx.is_trained:
+            idx.train(P(hh[:200000]))
+        idx.add(P(hh)); ta = time.time() - t
+        t = time.time(); df = idx.search(P(fresh), 1)[0][:, 0]; tq = (time.time() - t) / len(fresh)
+        aucs = {r: round(roc_auc(-idx.search(P(v), 1)[0][:, 0], -df), 3) for r, v in dups.items()}
+        print("gmm64", h, name, f"{nb} B/row add {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
+              f"seen {roc_auc(-idx.search(P(seen), 1)[0][:, 0], -df):.3f}", aucs, flush=True)
