@@ -25,7 +25,7 @@ from noveltynets.embed import PooledPixels
 from noveltynets.errors import NoveltynetsError
 from noveltynets.memory.store import MemoryStore
 from noveltynets.models import load_model
-from noveltynets.sampling import SampleRun, SamplingConfig
+from noveltynets.sampling import SamplingConfig
 
 CONFIG = SamplingConfig(klass=1, cfg=4.0, steps=6, batch_size=4)  # CFG 4: the ones collapse, near-copies abound
 EMBED = PooledPixels(32)  # the memory's embedder (the default): the 32×32 images themselves
@@ -58,10 +58,10 @@ def pool(model):
         ray.shutdown()
 
 
-def rows(store, name) -> list[tuple[int, np.ndarray]]:
-    """(seed, embedding) of every sample row of memory ``name``, in seed order."""
+def rows(store, name, order: str = "seed") -> list[tuple[int, np.ndarray]]:
+    """(seed, embedding) of every sample row of memory ``name``, in seed order (``order="rowid"``: as written)."""
     db = sqlite3.connect(store)
-    found = db.execute("SELECT seed, embedding FROM samples WHERE memory = ? ORDER BY seed", (name,)).fetchall()
+    found = db.execute(f"SELECT seed, embedding FROM samples WHERE memory = ? ORDER BY {order}", (name,)).fetchall()
     db.close()
     return [(s, np.load(io.BytesIO(e))) for s, e in found]
 
@@ -80,21 +80,20 @@ def shared(pool, model, tmp_path_factory):
             runs.append(session.sample(range(8 * r, 8 * r + 8)))
             made_by += session.made_by
         info = session.info()
-    run = SampleRun(torch.cat([r.images for r in runs]), [s for r in runs for s in r.seeds],
-                    [c for r in runs for c in r.classes], [t for r in runs for t in r.batch_seconds])
-    return {"store": store, "run": run, "info": info, "made_by": made_by}
+    images, seeds = torch.cat([r.images for r in runs]), [s for r in runs for s in r.seeds]
+    return {"store": store, "images": images, "seeds": seeds, "info": info, "made_by": made_by}
 
 
 def test_two_workers_one_memory_observe_every_seed_once(shared):
-    run, store, info = shared["run"], shared["store"], shared["info"]
-    assert run.seeds == list(range(32)) and run.images.shape == (32, 1, 32, 32)
+    images, store, info = shared["images"], shared["store"], shared["info"]
+    assert shared["seeds"] == list(range(32)) and images.shape == (32, 1, 32, 32)
     assert shared["made_by"] == ([0] * 4 + [1] * 4) * 4  # each round: the first batch to worker 0, the second to 1
     found = rows(store, "shared")
     assert [s for s, _ in found] == list(range(32))  # one row per seed: none lost, none doubled
     assert MemoryStore(store).info("shared").n_seen == info["n_seen"] == 32
     assert info["version_after"] == info["version_before"] + 4  # one store transaction per round of two batches
     # each row is the embedding of the image written for that seed
-    assert np.allclose(np.stack([e for _, e in found]), EMBED(run.images).numpy(), atol=1e-5)
+    assert np.allclose(np.stack([e for _, e in found]), EMBED(images).numpy(), atol=1e-5)
 
 
 def _cross_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -107,8 +106,8 @@ def _cross_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_a_shared_memory_pushes_one_workers_samples_away_from_the_others(shared, pool, model, tmp_path):
     """The same seeds, in the same batches, on the same workers, each with a memory of its own (two runs side by
     side): their samples come nearer to each other's than when the workers share one memory."""
-    run, made_by = shared["run"], np.array(shared["made_by"])
-    mine = {w: [int(s) for s in np.array(run.seeds)[made_by == w]] for w in (0, 1)}
+    made_by = np.array(shared["made_by"])
+    mine = {w: [int(s) for s in np.array(shared["seeds"])[made_by == w]] for w in (0, 1)}
 
     def alone(w):
         with open_distributed(model, CONFIG, [STRONG], memory=f"own{w}", store=tmp_path / "own.sqlite", workers=[pool[w]]) as s:
@@ -116,7 +115,7 @@ def test_a_shared_memory_pushes_one_workers_samples_away_from_the_others(shared,
 
     with ThreadPoolExecutor(2) as ex:
         separate = dict(zip((0, 1), ex.map(alone, (0, 1))))
-    together = {w: run.images[torch.from_numpy(made_by == w)] for w in (0, 1)}
+    together = {w: shared["images"][torch.from_numpy(made_by == w)] for w in (0, 1)}
     shared_d, separate_d = _cross_distance(together[0], together[1]), _cross_distance(separate[0], separate[1])
     print(f"cross nearest-neighbour distance: shared {shared_d:.3f}, separate {separate_d:.3f}")
     assert shared_d > 1.1 * separate_d, (shared_d, separate_d)
@@ -152,10 +151,7 @@ def test_the_memory_actor_learns_queued_batches_in_batch_order(pool, model, tmp_
         for batch, seeds, part in (((3, 0), [30, 31], images[:2]), ((1, 0), [10, 11], images[2:])):
             assert ray.get(actor.observe.remote(1, batch, EMBED(part), {"seeds": seeds})) is True
         ray.get(actor.flush.remote())
-    db = sqlite3.connect(store)
-    learnt = [s for (s,) in db.execute("SELECT seed FROM samples WHERE memory = 'o' ORDER BY rowid")]
-    db.close()
-    assert learnt == [10, 11, 30, 31]
+    assert [s for s, _ in rows(store, "o", order="rowid")] == [10, 11, 30, 31]
 
 
 def test_a_history_kept_inside_each_process_is_refused_without_a_name(pool, model, tmp_path):
