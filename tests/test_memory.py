@@ -219,10 +219,20 @@ def test_unseen_objective_pushes_only_near_history(data, trained):
     assert torch.allclose(norms + seen, torch.full_like(norms, mem.neighbour_distance() * term.memory_weight), atol=1e-4)  # P + (1 − P) = 1
 
 
+def test_the_memory_part_acts_only_in_its_window_of_the_run(data, trained):
+    """memory_start ≤ progress < memory_stop: outside that window a memory that knows the samples does not push them."""
+    x0 = _on(data[0][:16])
+    term = NoveltyGuidance(memory_weight=0.5, batch_weight=0.0, memory_start=0.5, memory_stop=0.9, memory=trained, embedder=FIRST8)
+    norms = {i: float(term.grad(x0, {"i": i, "num_steps": 10}).norm()) for i in range(10)}
+    assert all(norms[i] == 0 for i in (0, 4, 9)) and all(norms[i] > 0 for i in (5, 8))
+    with pytest.raises(NoveltynetsError, match="memory_start"):
+        parse_guide("novelty:memory_start=0.6,memory_stop=0.5")
+
+
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,memory_weight=1")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "memory_weight": 1.0,
-                              "memory_stop": 0.5, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
+                              "memory_start": 0.0, "memory_stop": 0.5, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
                               "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert NoveltyGuidance.from_dict(term.to_dict()) == term
     assert parse_guide("novelty:trajectory=false").trajectory is False

@@ -50,6 +50,7 @@ class NoveltyGuidance(GuidanceTerm):
     memory_weight: float = 2.0  # push away from history, in units of the reference's nearest-neighbour distance, times P(seen)
     # (keep protocol, docs/benchmarks/keep: 0.2 on full pixels left the memory inert across runs; 2 in a 32-d projection,
     # acting to memory_stop, is what makes a continued memory beat a fresh and an unrelated one)
+    memory_start: float = 0.0  # the memory part acts from this fraction of the run ...
     memory_stop: float = 0.5  # the memory part acts until this fraction of the run (and never after ``stop``): the layout is
     # decided early, and early pushes cut as much as pushes to 0.95 (class 7, keep protocol) at less cost in quality
     batch_weight: float = 5.5  # in-batch RBF repulsion (particle guidance's); 0 = off
@@ -78,8 +79,8 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
         if self.trajectory_points < 0:
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
-        if not 0 <= self.memory_stop <= 1:
-            raise NoveltynetsError(f"novelty: memory_stop must be in [0, 1], got {self.memory_stop}")
+        if not 0 <= self.memory_start <= self.memory_stop <= 1:
+            raise NoveltynetsError(f"novelty: need 0 <= memory_start <= memory_stop <= 1, got {self.memory_start} and {self.memory_stop}")
         if self.memory_weight < 0 or self.batch_weight < 0:
             raise NoveltynetsError(f"novelty: memory_weight and batch_weight must be >= 0, got {self.memory_weight} and {self.batch_weight}")
 
@@ -113,6 +114,9 @@ class NoveltyGuidance(GuidanceTerm):
     def _observes_trajectory(self) -> bool:
         return self.trajectory and self.memory is not None and self.memory.config.trajectory
 
+    def _memory_acts(self, progress: float) -> bool:
+        return self.memory_start <= progress < self.memory_stop
+
     def memory_step(self, emb: torch.Tensor) -> torch.Tensor:
         """Δe of the memory part (B, dim): ℓ · P(seen) · (−∇logit/‖∇logit‖) (``objective="seen"``: 1 − P(seen))."""
         with torch.enable_grad():
@@ -133,7 +137,7 @@ class NoveltyGuidance(GuidanceTerm):
         if not self.renoises(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
             self._record(x0_hat, emb, info)  # else renoise() records, at x̂0 after this push
         delta = torch.zeros_like(emb)
-        if self._knows() and self.memory_weight and info.get("i", 0) < self.memory_stop * info.get("num_steps", 1):
+        if self._knows() and self.memory_weight and self._memory_acts(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
             delta = delta + self.memory_weight * self.memory_step(emb)
         if self.batch_weight and len(emb) > 1:
             delta = delta + self.batch_weight * rbf_repulsion(emb.double()).to(emb.dtype)
