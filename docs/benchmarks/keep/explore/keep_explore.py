@@ -116,12 +116,6 @@ def main():
         e = pool_run(model, emb, range(UNREL_SEEDS, UNREL_SEEDS + (R - 1) * N), config.replace(batch_size=64), traj)
         unrel_plain = e.view(1 + len(traj), (R - 1) * N, -1)
 
-    support = memory()  # reads the reference's support only: the share of each run's samples outside it ("outside")
-
-    def outside(images):
-        with torch.no_grad():
-            return round(float((support.support_margin(emb(images)) > 0).double().mean()), 4)
-
     state = {}
     for r in range(R):
         seeds = list(range(r * N, (r + 1) * N))
@@ -158,7 +152,7 @@ def main():
             row = {"tag": tag, "class": klass, "method": name, "run": r + 1, "seconds": round(secs, 1),
                    "pool_s": round(pool_s, 1) if r == 0 and name not in ("plain", "repel", "batch") else 0,
                    **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall", "coverage")},
-                   "modes": metrics_cover(allf, judge.tau), "outside": outside(run.images)}
+                   "modes": metrics_cover(allf, judge.tau)}
             print(json.dumps(row), flush=True)
 
 
