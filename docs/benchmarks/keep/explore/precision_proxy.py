@@ -39,11 +39,13 @@ f = judge.ev.features(x).numpy()
 outside = ~metrics.inside_real_manifold(judge.real, f)
 with torch.no_grad():
     e = emb(x)
-    sig = {"margin_pca32_k5": mem.support_margin(e).numpy(), "margin_pca32_k1": mem.support_margin(e, k=1).numpy()}
+    sig = {}
+    for space, (r, q) in {"pca32": (mem.negatives, mem.project(e)), "full": (ref, e)}.items():  # the memory's space, pixels
+        r, q = r.double(), q.double()
+        for k in (1, 5):  # margin outside the reference's k-NN balls (Kynkäänniemi's manifold, in that space): <= 0 inside
+            rad = torch.cdist(r, r).kthvalue(k + 1, dim=1).values
+            sig[f"margin_{space}_k{k}"] = (torch.cdist(q, r) - rad).min(1).values.numpy()
     full_ref, full = ref.double(), e.double()
-    for k in (1, 5):
-        rad = torch.cdist(full_ref, full_ref).kthvalue(k + 1, dim=1).values
-        sig[f"margin_full_k{k}"] = (torch.cdist(full, full_ref) - rad).min(1).values.numpy()
     sig["nn_full"] = torch.cdist(full, full_ref).min(1).values.numpy()
     sig["p_seen"] = torch.sigmoid(mem.logit(e)).numpy()
 cls = torch.full((len(x),), klass)
