@@ -7,7 +7,7 @@ METHODS: comma-separated of plain, cont (continued memory), fresh (a fresh memor
 (memory fed as many unrelated plain samples as cont has observed, never the guided ones), exact
 (continued, the memory replaced by the exact proximity to every remembered row), batch (memory
 part off), repel (SPELL, exact history of every earlier sample). Rows go to stdout as JSON.
-Env SEED_POOL=K: before run 1, cont and unrel (and fresh, each run) observe K plain samples of the class (with their
+Env GRAD=exact: the guided methods' gradients through the denoiser (default x0). Env SEED_POOL=K: before run 1, cont and unrel (and fresh, each run) observe K plain samples of the class (with their
 trajectories; seeds apart from every other), so each memory also knows where plain sampling goes; unrel is still
 topped up with as many plain samples as cont has observed since.
 """
@@ -72,6 +72,7 @@ def main():
     emb = embedder_from_spec(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
     config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
+    guided_config = config.replace(grad_mode=os.environ.get("GRAD", "x0"))  # the guided methods' gradient mode
     term0 = NoveltyGuidance(**tc)
     traj = term0.observed_steps(steps) if term0.trajectory else []
     pool_n = int(os.environ.get("POOL", 128))
@@ -143,7 +144,7 @@ def main():
                     st["term"] = RepelGuidance(**json.loads(os.environ.get("REPEL", "{}")))
                 terms = [st["term"]]
             t1 = time.time()
-            run = sample(model, seeds, config, terms)
+            run = sample(model, seeds, guided_config if terms else config, terms)
             secs = time.time() - t1
             hist = torch.cat(st["images"]) if st["images"] else None
             m = judge(run.images, hist)

@@ -1,0 +1,45 @@
+"""Does a push through the denoiser (grad_mode="exact": ∇_{x_t} = (∂x̂0/∂x_t)ᵀ∇_{x̂0}, which near the data
+projects the push onto the directions the model can realise) keep a late memory push's precision? One continued
+memory learns runs 1..H of N (x0 mode, the term below); run H+1 is then made from copies of that memory in each
+mode and weight, on the same seeds, and judged against the same history.
+
+    OMP_NUM_THREADS=2 python exact_check.py CLASS N STEPS H '[[mode, weight], ...]' [TERM_JSON] > logs/exact_check_cC.jsonl
+"""
+import copy
+import json
+import sys
+import time
+
+import torch
+
+from noveltynets.bench.runner import Judge
+from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
+from noveltynets.guidance import NoveltyGuidance
+from noveltynets.memory.store import new_memory
+from noveltynets.models import load_model
+from noveltynets.sampling import SamplingConfig, sample
+from noveltynets.session import real_reference
+
+klass, N, steps, H = (int(a) for a in sys.argv[1:5])
+variants = json.loads(sys.argv[5])
+tc = {"memory_stop": 0.95, **(json.loads(sys.argv[6]) if len(sys.argv) > 6 else {})}
+model = load_model()
+emb = embedder_from_spec(DEFAULT_EMBEDDER, model)
+judge = Judge(klass)
+config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
+term = NoveltyGuidance(**tc)
+mem = new_memory(emb, model.model_id, trajectory=True, negatives="real")
+mem.set_reference(real_reference(emb, klass))
+history = []
+for r in range(H):
+    run = sample(model, range(r * N, (r + 1) * N), config, [NoveltyGuidance(**tc, memory=mem, embedder=emb)])
+    history.append(run.images)
+hist = torch.cat(history)
+for mode, weight in variants:
+    t0 = time.time()
+    run = sample(model, range(H * N, (H + 1) * N), config.replace(grad_mode=mode),
+                 [NoveltyGuidance(**{**tc, "memory_weight": weight}, memory=copy.deepcopy(mem), embedder=emb)])
+    m = judge(run.images, hist)
+    print(json.dumps({"class": klass, "run": H + 1, "history": len(hist), "mode": mode, "memory_weight": weight, **tc,
+                      "seconds": round(time.time() - t0, 1),
+                      **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall")}}), flush=True)
