@@ -105,7 +105,7 @@ def rank_features(model, images: torch.Tensor, kind: str = "denoiser", batch_siz
     dist = DenoiserDistance(model.unet)
     parts = []
     for start in range(0, len(images), batch_size):
-        taps = [unit_channels(f) for f in dist._taps(images[start:start + batch_size].to(device))]
+        taps = [unit_channels(f) for f in dist.taps(images[start:start + batch_size].to(device))]
         # scaled so that the squared norm of a difference averages over space and layers, as lpips_like does
         layers = [f.flatten(1) / (f.shape[2] * f.shape[3] * len(taps)) ** 0.5 for f in taps]
         parts.append(torch.cat(layers, 1).cpu())

@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS
 from ..progress import progress_bar
+from ..sampling.loop import initial_noise
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -38,7 +39,8 @@ class FeatureDistance(nn.Module):
         super().__init__()
         self.body = body.eval().requires_grad_(False)
 
-    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps (B, C, H, W) after every ReLU of the body, in order."""
         out = []
 
         def walk(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,7 @@ class FeatureDistance(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dev = next(self.body.parameters()).device
-        return lpips_like(self._taps(x.to(dev)), self._taps(y.to(dev)))
+        return lpips_like(self.taps(x.to(dev)), self.taps(y.to(dev)))
 
 
 class DenoiserDistance(nn.Module):
@@ -68,7 +70,8 @@ class DenoiserDistance(nn.Module):
         super().__init__()
         self.unet, self.t, self.null_class = unet, t, null_class
 
-    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps (B, C, H, W) of each down block, in order (the distance's, and the ranking's features)."""
         taps: list[torch.Tensor] = []
         keep = lambda module, inputs, out: taps.append(out[0] if isinstance(out, tuple) else out)
         hooks = [block.register_forward_hook(keep) for block in self.unet.down_blocks]
@@ -83,7 +86,7 @@ class DenoiserDistance(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dev = next(self.unet.parameters()).device
-        return lpips_like(self._taps(x.to(dev)), self._taps(y.to(dev)))
+        return lpips_like(self.taps(x.to(dev)), self.taps(y.to(dev)))
 
 
 def lpips_like(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
@@ -152,8 +155,7 @@ def minority_score(model, images: torch.Tensor, classes: torch.Tensor | None = N
         for k in range(draws):
             for start in range(0, n, batch_size):
                 x0 = images[start:start + batch_size].to(device)
-                gens = [torch.Generator().manual_seed(seed + k * n + i) for i in range(start, start + len(x0))]
-                eps = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
+                eps = initial_noise([seed + k * n + i for i in range(start, start + len(x0))], tuple(x0.shape[1:]))[0].to(device)
                 xt = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
                 tt = torch.full((len(x0),), step, device=device, dtype=torch.long)
                 eps_hat = model.unet(xt, tt, class_labels=classes[start:start + len(x0)].to(device)).sample
