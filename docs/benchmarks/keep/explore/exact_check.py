@@ -1,6 +1,6 @@
 """Does a push through the denoiser (grad_mode="exact": ∇_{x_t} = (∂x̂0/∂x_t)ᵀ∇_{x̂0}, which near the data
 projects the push onto the directions the model can realise) keep a late memory push's precision? One continued
-memory learns runs 1..H of N (x0 mode, the term below); run H+1 is then made from copies of that memory in each
+memory learns runs 1..H of N (x0 mode, TERM_JSON); run H+1 is then made from copies of that memory in each
 mode and weight, on the same seeds, and judged against the same history.
 
     OMP_NUM_THREADS=2 python exact_check.py CLASS N STEPS H '[[mode, weight], ...]' [TERM_JSON] > logs/exact_check_cC.jsonl
@@ -27,7 +27,6 @@ model = load_model()
 emb = embedder_from_spec(DEFAULT_EMBEDDER, model)
 judge = Judge(klass)
 config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
-term = NoveltyGuidance(**tc)
 mem = new_memory(emb, model.model_id, trajectory=True, negatives="real")
 mem.set_reference(real_reference(emb, klass))
 history = []
