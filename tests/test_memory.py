@@ -229,31 +229,10 @@ def test_the_memory_part_acts_only_in_its_window_of_the_run(data, trained):
         parse_guide("novelty:memory_start=0.6,memory_stop=0.5")
 
 
-def test_memory_backoff_shrinks_the_push_where_x0_keeps_moving(data, trained):
-    """memory_backoff=b: a sample whose x̂0 moved r times its batch's median move since the last step gets
-    exp(−b·(r − 1)) of the memory push (r > 1), the others all of it; b = 0 changes nothing; a fresh batch starts over."""
-    x0 = _on(data[0][:8]).clamp(-0.6, 0.6)  # so that the moves below stay inside the clip at ±1
-    moved = x0.clone()
-    moved[:2] += 0.3  # two samples move three times as far as the rest
-    moved[2:] += 0.1
-    plain = NoveltyGuidance(batch_weight=0.0, memory_stop=1.0, memory=trained, embedder=FIRST8)
-    backing = NoveltyGuidance(batch_weight=0.0, memory_stop=1.0, memory_backoff=0.5, memory=trained, embedder=FIRST8)
-    assert torch.equal(plain.grad(x0, {"i": 0, "num_steps": 10}), backing.grad(x0, {"i": 0, "num_steps": 10}))  # no earlier step
-    ratio = (backing.grad(moved, {"i": 1, "num_steps": 10}).flatten(1).norm(dim=1)
-             / plain.grad(moved, {"i": 1, "num_steps": 10}).flatten(1).norm(dim=1))
-    r = (moved - x0).flatten(1).norm(dim=1)
-    expect = torch.exp(-0.5 * (r / r.median() - 1).clamp_min(0))
-    assert torch.allclose(ratio, expect, atol=1e-4) and ratio[:2].max() < 0.5 and torch.allclose(ratio[2:], torch.ones(6))
-    backing.reset()
-    assert torch.equal(backing.grad(moved, {"i": 1, "num_steps": 10}), plain.grad(moved, {"i": 1, "num_steps": 10}))
-    with pytest.raises(NoveltynetsError, match="memory_backoff"):
-        parse_guide("novelty:memory_backoff=-1")
-
-
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,memory_weight=1")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "memory_weight": 1.0,
-                              "memory_start": 0.0, "memory_stop": 0.5, "memory_backoff": 0.0, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
+                              "memory_start": 0.0, "memory_stop": 0.5, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
                               "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert NoveltyGuidance.from_dict(term.to_dict()) == term
     assert parse_guide("novelty:trajectory=false").trajectory is False

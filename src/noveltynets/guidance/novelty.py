@@ -53,8 +53,6 @@ class NoveltyGuidance(GuidanceTerm):
     memory_start: float = 0.0  # the memory part acts from this fraction of the run ...
     memory_stop: float = 0.5  # the memory part acts until this fraction of the run (and never after ``stop``): the layout is
     # decided early, and early pushes cut as much as pushes to 0.95 (class 7, keep protocol) at less cost in quality
-    memory_backoff: float = 0.0  # per sample, scale the memory part by exp(−backoff · max(u − 1, 0)), u how far the
-    # model's x̂0 keeps moving against its batch-mates' (see ``_backoff``); 0 = off
     batch_weight: float = 5.5  # in-batch RBF repulsion (particle guidance's); 0 = off
     objective: str = "unseen"  # "unseen": weight P(seen) (strong near history only); "seen": weight 1 − P(seen)
     renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
@@ -71,7 +69,7 @@ class NoveltyGuidance(GuidanceTerm):
 
     def __post_init__(self):
         super().__post_init__()
-        self.reset()
+        self._trajectory: list[torch.Tensor] = []
         if not 0 <= self.renoise_rho <= 1 or not 0 <= self.renoise_threshold <= 1:
             raise NoveltynetsError(f"novelty: renoise_rho and renoise_threshold must be in [0, 1], got "
                                    f"{self.renoise_rho} and {self.renoise_threshold}")
@@ -83,8 +81,6 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
         if not 0 <= self.memory_start <= self.memory_stop <= 1:
             raise NoveltynetsError(f"novelty: need 0 <= memory_start <= memory_stop <= 1, got {self.memory_start} and {self.memory_stop}")
-        if self.memory_backoff < 0:
-            raise NoveltynetsError(f"novelty: memory_backoff must be >= 0, got {self.memory_backoff}")
         if self.memory_weight < 0 or self.batch_weight < 0:
             raise NoveltynetsError(f"novelty: memory_weight and batch_weight must be >= 0, got {self.memory_weight} and {self.batch_weight}")
 
@@ -114,7 +110,6 @@ class NoveltyGuidance(GuidanceTerm):
 
     def reset(self) -> None:
         self._trajectory = []
-        self._last, self._move = None, None
 
     def _observes_trajectory(self) -> bool:
         return self.trajectory and self.memory is not None and self.memory.config.trajectory
@@ -143,27 +138,10 @@ class NoveltyGuidance(GuidanceTerm):
             self._record(x0_hat, emb, info)  # else renoise() records, at x̂0 after this push
         delta = torch.zeros_like(emb)
         if self._knows() and self.memory_weight and self._memory_acts(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
-            delta = delta + self.memory_weight * self._backoff(x0_hat, info)[:, None] * self.memory_step(emb)
+            delta = delta + self.memory_weight * self.memory_step(emb)
         if self.batch_weight and len(emb) > 1:
             delta = delta + self.batch_weight * rbf_repulsion(emb.double()).to(emb.dtype)
         return embedding_step(self.embedder, x0_hat, delta, info.get("alpha_bar"), graph)
-
-    def _backoff(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
-        """(B,) factors in (0, 1] on the memory part: exp(−memory_backoff · max(u − 1, 0)) per sample.
-
-        u is a running mean (factor 0.8 a step) of how far the model's x̂0 moved since the last step, over the batch's
-        median move. Late in the run x̂0 of a sample the model is sure of hardly moves; one that keeps moving is being
-        pulled back from where the pushes led, or is between modes (measured: that late move tells the samples the judge
-        puts outside the real class with ROC-AUC 0.74 among pushed ones, docs/benchmarks/keep). Free: no extra pass."""
-        ones = torch.ones(len(x0_hat), device=x0_hat.device, dtype=x0_hat.dtype)
-        x, last = x0_hat.clamp(-1, 1).detach(), self._last
-        self._last = (info.get("i", 0), x)
-        if not self.memory_backoff or last is None or last[0] != info.get("i", 0) - 1 or last[1].shape != x.shape:
-            return ones
-        move = (x - last[1]).flatten(1).norm(dim=1)
-        rel = move / move.median().clamp_min(1e-12)
-        self._move = rel if self._move is None else 0.8 * self._move + 0.2 * rel
-        return torch.exp(-self.memory_backoff * (self._move - 1).clamp_min(0))
 
     def _record(self, x0_hat: torch.Tensor, emb: torch.Tensor | None, info: dict) -> torch.Tensor | None:
         """At an observed step of a trajectory memory, keep the embedding of the clipped x̂0 (as the
