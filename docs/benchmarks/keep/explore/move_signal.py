@@ -1,6 +1,6 @@
 """Which free per-step signal tells the samples the judge calls imprecise? The images of precision_proxy.py (N per kind),
 per sample over the second half of the run: late_gap (next unguided x̂0 vs the pushed one, as undo_signal.py), gap_over_push
-(that gap over the push length), natural (how far the unguided x̂0 moves from step to step: what memory_backoff reads),
+(that gap over the push length), natural (how far the unguided x̂0 moves from step to step: what the memory_backoff screen read, 5ea419e),
 gap_rel_med (the gap over its batch median), gap_rel_med_ema_max (the largest running mean, factor 0.8, of that ratio).
 ROC-AUC of each, over all samples and over the pushed ones.
 
