@@ -6,20 +6,19 @@ ROC-AUC of each, over all samples and over the pushed ones.
 
     OMP_NUM_THREADS=1 python move_signal.py CLASS N STEPS > logs/move_signal_cC.json
 """
-import json, sys
-import numpy as np, torch
+import json
+import sys
+
+import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
-from noveltynets.guidance import NoveltyGuidance
 from precision_proxy import outside_by_kind, pushed_samples
+from undo_signal import Recording, on_step, rec
+
 klass, N, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-rec = {"guided": {}, "unguided": {}}
 out = {k: [] for k in ["late_gap", "gap_over_push", "natural", "gap_rel_med", "gap_rel_med_ema_max"]}
-class Recording(NoveltyGuidance):
-    def grad(self, x0_hat, info):
-        rec["unguided"].setdefault(info["i"], []).append(x0_hat.clamp(-1, 1).flatten(1).clone())
-        return super().grad(x0_hat, info)
-def on_step(d):
-    rec["guided"].setdefault(d["i"], []).append(d["x0_hat"].flatten(1).clone())
+
+
 def signals():
     # per batch of 16 (batch order preserved) for the batch-median variants
     nb = len(next(iter(rec["guided"].values())))

@@ -16,9 +16,7 @@ from sklearn.metrics import roc_auc_score
 from noveltynets.guidance import NoveltyGuidance
 from precision_proxy import outside_by_kind, pushed_samples
 
-klass, N, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-rec = {"guided": {}, "unguided": {}}  # step -> list of (B, ...) per batch, in batch order
-gaps, undos = [], []
+rec = {"guided": {}, "unguided": {}}  # step -> list of (B, ...) per batch, in batch order (also move_signal.py's)
 
 
 class Recording(NoveltyGuidance):
@@ -31,7 +29,7 @@ def on_step(d):
     rec["guided"].setdefault(d["i"], []).append(d["x0_hat"].flatten(1).clone())
 
 
-def signals():
+def signals(steps, gaps, undos):
     """After each run: per sample, its mean late gap and share undone, from the recorded steps."""
     g = {k: torch.cat(v) for k, v in rec["guided"].items()}
     u = {k: torch.cat(rec["unguided"][k]) if k in rec["unguided"] else g[k] for k in g}
@@ -43,11 +41,18 @@ def signals():
     gaps.append(gap.numpy()), undos.append(undone.numpy())
 
 
-s = pushed_samples(klass, N, steps, term=Recording, callback=on_step, after_run=signals)
-gap, undo = np.concatenate(gaps), np.concatenate(undos)
-pushed = s.kinds != "plain"
-print(json.dumps({"class": klass, "n": len(s.images), "outside_by_kind": outside_by_kind(s),
-                  "auc_all": {"late_gap": round(float(roc_auc_score(s.outside, gap)), 3)},
-                  "auc_pushed": {"late_gap": round(float(roc_auc_score(s.outside[pushed], gap[pushed])), 3),
-                                 "share_undone": round(float(roc_auc_score(s.outside[pushed], undo[pushed])), 3)},
-                  "share_undone_mean": {k: round(float(undo[s.kinds == k].mean()), 3) for k in dict.fromkeys(s.kinds) if k != "plain"}}))
+def main():
+    klass, N, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    gaps, undos = [], []
+    s = pushed_samples(klass, N, steps, term=Recording, callback=on_step, after_run=lambda: signals(steps, gaps, undos))
+    gap, undo = np.concatenate(gaps), np.concatenate(undos)
+    pushed = s.kinds != "plain"
+    print(json.dumps({"class": klass, "n": len(s.images), "outside_by_kind": outside_by_kind(s),
+                      "auc_all": {"late_gap": round(float(roc_auc_score(s.outside, gap)), 3)},
+                      "auc_pushed": {"late_gap": round(float(roc_auc_score(s.outside[pushed], gap[pushed])), 3),
+                                     "share_undone": round(float(roc_auc_score(s.outside[pushed], undo[pushed])), 3)},
+                      "share_undone_mean": {k: round(float(undo[s.kinds == k].mean()), 3) for k in dict.fromkeys(s.kinds) if k != "plain"}}))
+
+
+if __name__ == "__main__":
+    main()
