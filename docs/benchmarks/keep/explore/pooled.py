@@ -1,5 +1,6 @@
 """Runs FIRST.. pooled, from keep_explore.py's rows: near-dups / samples per method, and cont's rate ratio to each
 control with its 95% interval (tables.py's rate_ratio), with mean precision per method and the per-run rows.
+``load`` and ``pool`` are also frontier.py's and halves.py's.
 
     python docs/benchmarks/keep/explore/pooled.py logs/stop08_c7.jsonl [FIRST]"""
 import json
@@ -9,20 +10,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tables import rate_ratio  # noqa: E402
 
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-first = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-methods = sorted({r["method"] for r in rows if r["method"] != "real"}, key=lambda m: (m != "cont", m))
-for m in methods + ["real"]:
-    mine = sorted((r for r in rows if r["method"] == m), key=lambda r: r["run"])
-    print(f"{m:6s}", " ".join(f"{r['near_dup']:.3f}" + (f"/{r['precision']:.3f}" if "precision" in r else "") for r in mine))
-pool = {}
-for m in methods:
-    mine = [r for r in rows if r["method"] == m and r["run"] >= first]
-    n = 128 * len(mine)
-    pool[m] = (round(sum(r["near_dup"] * 128 for r in mine)), n, sum(r["precision"] for r in mine) / max(1, len(mine)))
-    print(f"runs {first}+ {m:6s} near-dups {pool[m][0]}/{n} = {pool[m][0] / max(1, n):.3f}, precision {pool[m][2]:.3f}")
-if "cont" in pool:
-    for m in methods:
-        if m != "cont" and pool[m][1] and pool["cont"][1]:
-            r, lo, hi = rate_ratio(pool["cont"][0], pool["cont"][1], pool[m][0], pool[m][1])
-            print(f"cont / {m}: {r:.2f}x (95% {lo:.2f}-{hi:.2f})")
+
+def load(log: str) -> list[dict]:
+    return [json.loads(line) for line in open(log) if line.strip()]
+
+
+def pool(rows: list[dict], method: str, runs) -> tuple[int, int, float]:
+    """(near-dups, samples, mean precision) of ``method`` over the runs in ``runs``, 128 samples a run."""
+    mine = [r for r in rows if r["method"] == method and r["run"] in runs]
+    return round(sum(r["near_dup"] * 128 for r in mine)), 128 * len(mine), sum(r["precision"] for r in mine) / max(1, len(mine))
+
+
+def main():
+    rows = load(sys.argv[1])
+    first = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    methods = sorted({r["method"] for r in rows if r["method"] != "real"}, key=lambda m: (m != "cont", m))
+    for m in methods + ["real"]:
+        mine = sorted((r for r in rows if r["method"] == m), key=lambda r: r["run"])
+        print(f"{m:6s}", " ".join(f"{r['near_dup']:.3f}" + (f"/{r['precision']:.3f}" if "precision" in r else "") for r in mine))
+    later = range(first, 1 + max(r["run"] for r in rows))
+    pools = {m: pool(rows, m, later) for m in methods}
+    for m, (k, n, prec) in pools.items():
+        print(f"runs {first}+ {m:6s} near-dups {k}/{n} = {k / max(1, n):.3f}, precision {prec:.3f}")
+    if "cont" in pools:
+        for m in methods:
+            if m != "cont" and pools[m][1] and pools["cont"][1]:
+                r, lo, hi = rate_ratio(pools["cont"][0], pools["cont"][1], pools[m][0], pools[m][1])
+                print(f"cont / {m}: {r:.2f}x (95% {lo:.2f}-{hi:.2f})")
+
+
+if __name__ == "__main__":
+    main()
