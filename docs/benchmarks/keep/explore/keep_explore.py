@@ -152,7 +152,7 @@ def main():
             allf = judge.ev.features(torch.cat(st["images"])).numpy()
             row = {"tag": tag, "class": klass, "method": name, "run": r + 1, "seconds": round(secs, 1),
                    "pool_s": round(pool_s, 1) if r == 0 and name not in ("plain", "repel", "batch") else 0,
-                   **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall", "coverage")},
+                   **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall", "coverage", "memorization")},
                    "modes": metrics_cover(allf, judge.tau)}
             print(json.dumps(row), flush=True)
 
