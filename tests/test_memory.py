@@ -229,30 +229,10 @@ def test_the_memory_part_acts_only_in_its_window_of_the_run(data, trained):
         parse_guide("novelty:memory_start=0.6,memory_stop=0.5")
 
 
-def test_the_pull_leads_towards_reference_rows_history_has_not_reached(data, trained):
-    """real_weight: Δe is the mean shift of the reference's kernel density with each row weighted by 1 − P(seen),
-    capped at real_weight · ℓ, so a sample on history moves towards real rows away from it."""
-    history, _, ref = data
-    mem, emb = trained, FIRST8
-    unseen = mem.reference_unseen()
-    near = torch.cdist(ref, history[:16]).min(1).values
-    assert unseen.shape == (len(ref),) and torch.corrcoef(torch.stack([unseen, near]))[0, 1] > 0.5
-    x0 = _on(history[:16])
-    term = NoveltyGuidance(memory_weight=0.0, batch_weight=0.0, real_weight=1.0, memory=mem, embedder=emb)
-    step = term.grad(x0, {})
-    with torch.no_grad():
-        moved = emb(x0 + step) - emb(x0)
-        assert (moved.norm(dim=1) <= mem.neighbour_distance() + 1e-4).all() and (moved.norm(dim=1) > 0).all()
-        assert (mem.logit(emb(x0 + step)) < mem.logit(emb(x0))).all()  # away from history
-    assert NoveltyGuidance(memory_weight=0.0, batch_weight=0.0, memory=mem, embedder=emb).grad(x0, {}).abs().max() == 0
-    with pytest.raises(NoveltynetsError, match="real_bandwidth"):
-        parse_guide("novelty:real_bandwidth=0")
-
-
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,memory_weight=1")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "memory_weight": 1.0,
-                              "memory_start": 0.0, "memory_stop": 0.5, "real_weight": 0.0, "real_bandwidth": 1.0, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
+                              "memory_start": 0.0, "memory_stop": 0.5, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
                               "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert NoveltyGuidance.from_dict(term.to_dict()) == term
     assert parse_guide("novelty:trajectory=false").trajectory is False

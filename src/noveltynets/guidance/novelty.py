@@ -53,9 +53,6 @@ class NoveltyGuidance(GuidanceTerm):
     memory_start: float = 0.0  # the memory part acts from this fraction of the run ...
     memory_stop: float = 0.5  # the memory part acts until this fraction of the run (and never after ``stop``): the layout is
     # decided early, and early pushes cut as much as pushes to 0.95 (class 7, keep protocol) at less cost in quality
-    real_weight: float = 0.0  # pull towards the reference rows history has not reached (a step of up to this × ℓ along
-    # the mean shift of their kernel density, where each row counts 1 − P(seen)); 0 = off. Acts in the memory's window
-    real_bandwidth: float = 1.0  # ... that density's kernel width, in ℓ
     batch_weight: float = 5.5  # in-batch RBF repulsion (particle guidance's); 0 = off
     objective: str = "unseen"  # "unseen": weight P(seen) (strong near history only); "seen": weight 1 − P(seen)
     renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
@@ -84,11 +81,8 @@ class NoveltyGuidance(GuidanceTerm):
             raise NoveltynetsError(f"novelty: trajectory_points must be >= 0, got {self.trajectory_points}")
         if not 0 <= self.memory_start <= self.memory_stop <= 1:
             raise NoveltynetsError(f"novelty: need 0 <= memory_start <= memory_stop <= 1, got {self.memory_start} and {self.memory_stop}")
-        if self.memory_weight < 0 or self.batch_weight < 0 or self.real_weight < 0:
-            raise NoveltynetsError(f"novelty: memory_weight, batch_weight and real_weight must be >= 0, got {self.memory_weight}, "
-                                   f"{self.batch_weight} and {self.real_weight}")
-        if self.real_bandwidth <= 0:
-            raise NoveltynetsError(f"novelty: real_bandwidth must be > 0, got {self.real_bandwidth}")
+        if self.memory_weight < 0 or self.batch_weight < 0:
+            raise NoveltynetsError(f"novelty: memory_weight and batch_weight must be >= 0, got {self.memory_weight} and {self.batch_weight}")
 
     def attach(self, memory, observer: Callable | None = None, embedder=None) -> None:
         """Guide with ``memory`` (embedding with ``embedder``, the memory's own) and let ``observer`` teach it after each batch."""
@@ -134,18 +128,6 @@ class NoveltyGuidance(GuidanceTerm):
         unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return (-self.memory.neighbour_distance() * weight[:, None] * unit).to(emb.device, emb.dtype)
 
-    def uncovered_step(self, emb: torch.Tensor) -> torch.Tensor:
-        """Δe of the pull (B, dim): the mean shift of the reference's kernel density, each row weighted by
-        1 − P(seen) there, i.e. towards what is real and not yet generated; its length capped at ℓ."""
-        mem, h = self.memory, self.memory.neighbour_distance()
-        with torch.enable_grad():
-            e = emb.detach().to(mem.device).requires_grad_(True)
-            d2 = torch.cdist(mem.project(e), mem.reference_final()).pow(2)
-            log_density = torch.logsumexp(mem.reference_unseen().log()[None] - d2 / (2 * (self.real_bandwidth * h) ** 2), 1)
-            shift = torch.autograd.grad(log_density.sum(), e)[0] * (self.real_bandwidth * h) ** 2
-        step = shift * (h / shift.norm(dim=1, keepdim=True).clamp_min(h))
-        return step.to(emb.device, emb.dtype)
-
     def grad(self, x0_hat: torch.Tensor, info: dict) -> torch.Tensor:
         """The x̂0 change (scaled for the sampler, see :func:`embedding_step`) that moves each embedding by Δe."""
         with torch.enable_grad():  # one embedder pass serves Δe, the trajectory record and the Gauss–Newton map
@@ -157,9 +139,6 @@ class NoveltyGuidance(GuidanceTerm):
         delta = torch.zeros_like(emb)
         if self._knows() and self.memory_weight and self._memory_acts(info.get("i", 0) / max(info.get("num_steps", 1), 1)):
             delta = delta + self.memory_weight * self.memory_step(emb)
-        if self.real_weight and self.memory is not None and self.memory.n_ref_final >= 2 and self._memory_acts(
-                info.get("i", 0) / max(info.get("num_steps", 1), 1)):
-            delta = delta + self.real_weight * self.uncovered_step(emb)
         if self.batch_weight and len(emb) > 1:
             delta = delta + self.batch_weight * rbf_repulsion(emb.double()).to(emb.dtype)
         return embedding_step(self.embedder, x0_hat, delta, info.get("alpha_bar"), graph)

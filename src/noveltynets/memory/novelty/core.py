@@ -113,21 +113,6 @@ class NoveltyMemory:
         """P(this sample has been generated in this scope), by the recall head."""
         return torch.sigmoid(self.recall_logit(embeddings))
 
-    def reference_final(self) -> torch.Tensor:
-        """The reference's finished samples (n_ref_final, space_dim), in the memory's space."""
-        return self.negatives[: self.n_ref_final]
-
-    @torch.no_grad()
-    def reference_unseen(self) -> torch.Tensor:
-        """1 − P(seen) of each finished reference row by the smooth head (1 before anything is observed): how far
-        history is from each real sample. Cached until the memory trains or its reference changes."""
-        key = (self._ref_version, self.n_seen, self.train_steps)
-        if getattr(self, "_unseen_key", None) != key:
-            z = self.reference_final()
-            p = torch.sigmoid(self._smooth_logit(z)) if self.n_seen else torch.zeros(len(z), device=self.device)
-            self._unseen, self._unseen_key = (1 - p).clamp_min(1e-6), key
-        return self._unseen
-
     def neighbour_distance(self) -> float:
         """The memory's unit of length: the median nearest-neighbour distance among its reference
         samples' finished embeddings (at most the first 1,024), or among observed samples if it has no
