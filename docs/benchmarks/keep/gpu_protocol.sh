@@ -2,7 +2,7 @@
 # Issue 18's GPU protocol in one device call: 16 runs of 256 per class (classes 7, 3, 1), 50 steps, CFG 2, the
 # continued memory, both controls and SPELL, each method in its own process (with plain and the real floor as its
 # baseline, which tables.py keeps once), all at once. Rows stream into one rows.jsonl as runs finish, so a run cut
-# off by LIMIT still returns every finished run. A short smoke run on the device comes first and stops the call
+# off by BUDGET (seconds for the whole script, inside the call's 600) still returns every finished run. A short smoke run on the device comes first and stops the call
 # if it fails.
 #
 # Here, once per session (the wheels the device image lacks; .whl is ignored by git, 26 MB):
@@ -23,7 +23,7 @@ if [ "${1:-}" = wheels ]; then  # the versions of this project's CPU environment
     exit 0
 fi
 R=${R:-16} N=${N:-256} STEPS=${STEPS:-50} DEVICE=${DEVICE:-cuda} CLASSES=${CLASSES:-"7 3 1"}
-LIMIT=${LIMIT:-480} OUT=${OUT:?OUT: the folder whose files come back} WORK=${WORK:-/tmp/keep_gpu} PY=${PY:-python3}
+BUDGET=${BUDGET:-570} OUT=${OUT:?OUT: the folder whose files come back} WORK=${WORK:-/tmp/keep_gpu} PY=${PY:-python3}
 METHODS=(novelty novelty:memory=fresh novelty:memory=unrelated repel:radius=0.8)
 if [ -d .whl ] && [ "$PY" = python3 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -40,6 +40,7 @@ timeout 150 "${NB[@]}" bench --keep 2 --n 16 --steps 5 --classes 7 -m novelty -m
 rc=$?
 echo "smoke: rc $rc in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.txt"
 if [ $rc -ne 0 ]; then tail -40 "$WORK/smoke.log" | tee -a "$OUT/device.txt"; exit 1; fi
+LIMIT=$(( BUDGET - ($(date +%s) - t0) - 20 ))  # what the call's time leaves, less the wrap-up
 for C in $CLASSES; do
     for i in "${!METHODS[@]}"; do
         timeout "$LIMIT" "${NB[@]}" bench --keep "$R" --n "$N" --steps "$STEPS" --classes "$C" -m "${METHODS[$i]}" \
