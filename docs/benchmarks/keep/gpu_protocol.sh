@@ -2,17 +2,18 @@
 # Issue 18's GPU protocol in one device call: 16 runs of 256 per class (classes 7, 3, 1), 50 steps, CFG 2, the
 # continued memory, both controls and SPELL, each method in its own process (with plain and the real floor as its
 # baseline, which tables.py keeps once), all at once. Rows stream into one rows.jsonl as runs finish, so a run cut
-# off by BUDGET (seconds for the whole script, inside the call's 600) still returns every finished run. A short smoke run on the device comes first and stops the call
-# if it fails.
+# off by BUDGET (seconds for the whole script, inside the call's 600) still returns every finished run. A short
+# smoke run on the device comes first and stops the call if it fails.
 #
 # Here, once per session (the wheels the device image lacks; .whl is ignored by git, 26 MB):
 #     bash docs/benchmarks/keep/gpu_protocol.sh wheels
 # On the device (the run tool, carry [".whl"], timeout_s 600):
-#     bash docs/benchmarks/keep/gpu_protocol.sh
+#     bash docs/benchmarks/keep/gpu_protocol.sh        ($OUT is set there)
 # A dry run on this CPU, same script:
 #     PY=.venv/bin/python DEVICE=cpu R=2 N=16 STEPS=5 CLASSES=7 OUT=/tmp/keep_gpu_dry bash docs/benchmarks/keep/gpu_protocol.sh
 # Then, here: python docs/benchmarks/keep/tables.py FILES_AT/rows.jsonl > docs/benchmarks/keep/gpu_16x256/tables.md
 set -u
+t0=$(date +%s)
 cd "$(dirname "$0")/../../.."
 if [ "${1:-}" = wheels ]; then  # the versions of this project's CPU environment, for the device's Python 3.12
     for p in diffusers==0.42.1 importlib_metadata==10.2.0 faiss-cpu==1.15.1 mlxtend==0.25.0 rbloom==1.5.4; do
@@ -34,11 +35,10 @@ NB=("$PY" -m noveltynets.cli)
 rm -rf "$WORK" && mkdir -p "$WORK" "$OUT"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; "$PY" -c \
   'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; nproc --all; } > "$OUT/device.txt" 2>&1
-t0=$(date +%s)
 timeout 150 "${NB[@]}" bench --keep 2 --n 16 --steps 5 --classes 7 -m novelty -m repel:radius=0.8 --device "$DEVICE" \
     --out "$WORK/smoke" --no-progress > "$WORK/smoke.log" 2>&1
 rc=$?
-echo "smoke: rc $rc in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.txt"
+echo "smoke: rc $rc, $(( $(date +%s) - t0 )) s since the start" | tee -a "$OUT/device.txt"
 if [ $rc -ne 0 ]; then tail -40 "$WORK/smoke.log" | tee -a "$OUT/device.txt"; exit 1; fi
 LIMIT=$(( BUDGET - ($(date +%s) - t0) - 20 ))  # what the call's time leaves, less the wrap-up
 for C in $CLASSES; do
@@ -48,7 +48,7 @@ for C in $CLASSES; do
     done
 done
 wait
-echo "main: $(( $(date +%s) - t0 )) s since the smoke began" >> "$OUT/device.txt"
+echo "main: $(( $(date +%s) - t0 )) s since the start" >> "$OUT/device.txt"
 cat "$WORK"/c*_m*/rows.jsonl > "$OUT/rows.jsonl" 2>/dev/null
 for f in "$WORK"/c*_m*.log; do echo "== $f"; tail -5 "$f"; done > "$OUT/logs.txt"
 "$PY" docs/benchmarks/keep/tables.py "$OUT/rows.jsonl" > "$OUT/tables.md" 2>> "$OUT/logs.txt"
