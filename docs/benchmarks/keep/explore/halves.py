@@ -1,5 +1,6 @@
 """Does the continued memory's edge over the unrelated control hold as history grows? Per log: near-dup vs history /
-precision of cont and unrel pooled over runs 3-4 and over runs 5-6, and cont's rate over unrel's in each half.
+precision of cont and unrel pooled over runs 3-4, over runs 5-6 (and on, two runs at a time, as far as the log goes), and
+cont's rate over unrel's in each pair.
 
     python docs/benchmarks/keep/explore/halves.py LOG..."""
 import sys
@@ -9,7 +10,8 @@ from pooled import load, pool
 for log in sys.argv[1:]:
     rows = load(log)
     out = []
-    for runs in ((3, 4), (5, 6)):
+    last = max(r["run"] for r in rows)
+    for runs in ((a, a + 1) for a in range(3, last, 2)):
         v = {m: pool(rows, m, runs) for m in ("cont", "unrel")}
         if all(n == 128 * len(runs) for _, n, _ in v.values()):
             (kc, nc, pc), (ku, nu, pu) = v["cont"], v["unrel"]
