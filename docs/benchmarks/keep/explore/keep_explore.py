@@ -9,7 +9,8 @@ METHODS: comma-separated of plain, cont (continued memory), fresh (a fresh memor
 part off), repel (SPELL, exact history of every earlier sample). Rows go to stdout as JSON.
 Env GRAD=exact: the guided methods' gradients through the denoiser (default x0). Env SEED_POOL=K: before run 1, cont and unrel (and fresh, each run) observe K plain samples of the class (with their
 trajectories; seeds apart from every other), so each memory also knows where plain sampling goes; unrel is still
-topped up with as many plain samples as cont has observed since.
+topped up with as many plain samples as cont has observed since. Env SAVE=DIR: each run's images go to
+DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later.
 """
 
 import json
@@ -22,7 +23,7 @@ import torch
 
 from noveltynets import metrics
 from noveltynets.bench.runner import Judge
-from noveltynets.data import load_mnist5k
+from noveltynets.data import load_mnist5k, to_uint8
 from noveltynets.guidance import NoveltyGuidance, RepelGuidance
 from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
 from noveltynets.memory.store import new_memory
@@ -149,6 +150,9 @@ def main():
             hist = torch.cat(st["images"]) if st["images"] else None
             m = judge(run.images, hist)
             st["images"].append(run.images)
+            if os.environ.get("SAVE"):
+                os.makedirs(os.environ["SAVE"], exist_ok=True)
+                torch.save(torch.from_numpy(to_uint8(run.images)), os.path.join(os.environ["SAVE"], f"{name}_c{klass}_run{r + 1}.pt"))
             allf = judge.ev.features(torch.cat(st["images"])).numpy()
             row = {"tag": tag, "class": klass, "method": name, "run": r + 1, "seconds": round(secs, 1),
                    "pool_s": round(pool_s, 1) if r == 0 and name not in ("plain", "repel", "batch") else 0,
