@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 18's GPU protocol in one device call: 16 runs of 256 per class (classes 7, 3, 1), 50 steps, CFG 2, the
 # continued memory, both controls and SPELL, each method in its own process (with plain and the real floor as its
-# baseline, which tables.py keeps once), all at once. Rows stream into one rows.jsonl as runs finish, so a run cut
-# off by BUDGET (seconds for the whole script, inside the call's 600) still returns every finished run. A short
+# baseline, which tables.py keeps once), all at once. Each process writes its rows as its runs finish, and they are
+# gathered into one rows.jsonl at the end, so a process cut off by BUDGET (seconds for the whole script, inside the
+# call's 600) still returns every run it finished. A short
 # smoke run on the device comes first and stops the call if it fails.
 #
 # Here, once per session (the wheels the device image lacks; .whl is ignored by git, 26 MB):

@@ -106,8 +106,9 @@ def auc(klass, N):
     enc.load_state_dict(torch.load(DIR / "simclr.pt"))
     enc.eval()
     with torch.no_grad():
-        spaces = {"pixels": X.flatten(1), "simclr body": enc(X), "simclr body, unit": F.normalize(enc(X), dim=1),
-                  "simclr projection, unit": F.normalize(enc.proj(enc(X)), dim=1),
+        body = enc(X)
+        spaces = {"pixels": X.flatten(1), "simclr body": body, "simclr body, unit": F.normalize(body, dim=1),
+                  "simclr projection, unit": F.normalize(enc.proj(body), dim=1),
                   "the judge's twin (seed 1)": load_eval_embedder(DIR / "twin").features(X)}
     for k, e in spaces.items():
         e = e.double()
