@@ -10,7 +10,7 @@ labelled by the evaluation embedder at tau; ROC-AUC of the nearest-earlier dista
 
     OMP_NUM_THREADS=1 python judge_ceiling.py sample CLASS 512          # plain samples -> /tmp/judge_ceiling/ (~8 min)
     OMP_NUM_THREADS=2 python judge_ceiling.py simclr 60                 # ~9 min on 2 cores
-    OMP_NUM_THREADS=2 python judge_ceiling.py twin 1                    # ~9 min on 2 cores
+    OMP_NUM_THREADS=2 python judge_ceiling.py twin 1                    # ~9 min on 2 cores (seed 2: a third judge)
     OMP_NUM_THREADS=1 python judge_ceiling.py auc CLASS 512 >> logs/judge_ceiling.jsonl
 """
 import json
@@ -30,6 +30,11 @@ from noveltynets.models.embedder import load_eval_embedder, train_embedder
 from noveltynets.sampling import SamplingConfig, sample
 
 DIR = Path("/tmp/judge_ceiling")
+
+
+def twin_dir(seed: int) -> Path:
+    """Where the twin trained with ``seed`` lives (seed 1: ``twin``, as the sixth exploration part made it)."""
+    return DIR / ("twin" if seed == 1 else f"twin{seed}")
 
 
 def augment(x, g):
@@ -126,6 +131,7 @@ if __name__ == "__main__":
     elif what == "simclr":
         simclr(int(sys.argv[2]))
     elif what == "twin":
-        print(train_embedder(DIR / "twin", seed=int(sys.argv[2]), show_progress=False))
+        seed = int(sys.argv[2])
+        print(train_embedder(twin_dir(seed), seed=seed, show_progress=False))
     else:
         auc(int(sys.argv[2]), int(sys.argv[3]))

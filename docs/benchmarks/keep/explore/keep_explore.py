@@ -9,7 +9,8 @@ METHODS: comma-separated of plain, cont (continued memory), fresh (a fresh memor
 part off), repel (SPELL, exact history of every earlier sample). Rows go to stdout as JSON.
 Env GRAD=exact: the guided methods' gradients through the denoiser (default x0). Env SEED_POOL=K: before run 1, cont and unrel (and fresh, each run) observe K plain samples of the class (with their
 trajectories; seeds apart from every other), so each memory also knows where plain sampling goes; unrel is still
-topped up with as many plain samples as cont has observed since. Env SAVE=DIR: each run's images go to
+topped up with as many plain samples as cont has observed since. Env EMB=SPEC: the memory's
+embedder (a library spec, or twin:DIR for the judge's twin, a ceiling measurement only). Env SAVE=DIR: each run's images go to
 DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later.
 """
 
@@ -26,6 +27,8 @@ from noveltynets.bench.runner import Judge
 from noveltynets.data import load_mnist5k, to_uint8
 from noveltynets.guidance import NoveltyGuidance, RepelGuidance
 from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
+from noveltynets.embed.embedders import CallableEmbedder
+from noveltynets.models.embedder import load_eval_embedder
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
 from noveltynets.sampling import SamplingConfig, sample
@@ -70,7 +73,7 @@ def main():
     mc = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     tag = os.environ.get("TAG", "")
     model = load_model()
-    emb = embedder_from_spec(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
+    emb = guidance_embedder(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
     config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
     guided_config = config.replace(grad_mode=os.environ.get("GRAD", "x0"))  # the guided methods' gradient mode
@@ -159,6 +162,16 @@ def main():
                    **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall", "coverage", "memorization")},
                    "modes": metrics_cover(allf, judge.tau)}
             print(json.dumps(row), flush=True)
+
+
+def guidance_embedder(spec, model):
+    """A library embedder spec, or ``twin:DIR``: the pooled features of another network of the judge's own kind
+    (``judge_ceiling.py twin 1``): a ceiling measurement of how far a better-aimed space moves the memory's worth,
+    never a guidance space to ship (it shares the judge's recipe, so the judge reads its pushes favourably)."""
+    if not spec.startswith("twin:"):
+        return embedder_from_spec(spec, model)
+    net = load_eval_embedder(spec[5:])
+    return CallableEmbedder(lambda x0: net.body(x0.clamp(-1, 1)).mean(dim=(2, 3)), "judge-twin", net.dim)
 
 
 def metrics_cover(f, tau):
