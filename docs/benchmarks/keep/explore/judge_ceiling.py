@@ -114,7 +114,9 @@ def auc(klass, N):
         body = enc(X)
         spaces = {"pixels": X.flatten(1), "simclr body": body, "simclr body, unit": F.normalize(body, dim=1),
                   "simclr projection, unit": F.normalize(enc.proj(body), dim=1),
-                  "the judge's twin (seed 1)": load_eval_embedder(DIR / "twin").features(X)}
+                  "the judge's twin (seed 1)": load_eval_embedder(twin_dir(1)).features(X)}
+        if twin_dir(2).exists():
+            spaces["the judge's twin (seed 2)"] = load_eval_embedder(twin_dir(2)).features(X)
     for k, e in spaces.items():
         e = e.double()
         print(json.dumps({"class": klass, "n": N, "near_dup_rate": round(float(label.mean()), 3), "space": k,
