@@ -18,13 +18,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from noveltynets import metrics
 from noveltynets.bench.runner import Judge
-from noveltynets.data import load_mnist5k, to_uint8
+from noveltynets.data import from_uint8, load_mnist5k, to_uint8
 from noveltynets.guidance import NoveltyGuidance, RepelGuidance
 from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
 from noveltynets.embed.embedders import CallableEmbedder
@@ -162,6 +163,12 @@ def main():
                    **{k: round(m[k], 4) for k in ("near_dup", "novelty", "precision", "adherence", "recall", "coverage", "memorization")},
                    "modes": metrics_cover(allf, judge.tau)}
             print(json.dumps(row), flush=True)
+
+
+def saved_runs(out, method, klass) -> list:
+    """The runs of ``method`` that ``SAVE=out`` kept for ``klass``, in run order, as float images in [-1, 1]."""
+    paths = sorted(Path(out).glob(f"{method}_c{klass}_run*.pt"), key=lambda p: int(p.stem.split("run")[1]))
+    return [from_uint8(torch.load(p).numpy()) for p in paths]
 
 
 def guidance_embedder(spec, model):

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from noveltynets import metrics
-from noveltynets.data import from_uint8, load_mnist5k
+from noveltynets.data import load_mnist5k
 from noveltynets.models.embedder import load_eval_embedder
 
 from judge_ceiling import twin_dir
+from keep_explore import saved_runs
 
 out, klass = Path(sys.argv[1]), int(sys.argv[2])
 first = int(sys.argv[3]) if len(sys.argv) > 3 else 2
@@ -28,14 +29,16 @@ tau = {k: metrics.near_dup_threshold(j.features(real).numpy()) for k, j in judge
 methods = sorted({p.name.split("_c")[0] for p in out.glob(f"*_c{klass}_run*.pt")}, key=lambda m: (m != "cont", m))
 pooled = {}
 for m in methods:
-    runs = sorted(out.glob(f"{m}_c{klass}_run*.pt"), key=lambda p: int(p.stem.split("run")[1]))
-    X = torch.cat([from_uint8(torch.load(p).numpy()) for p in runs])
+    runs = saved_runs(out, m, klass)
+    X = torch.cat(runs)
     n = len(X) // len(runs)
     for k, j in judges.items():
         dup = metrics.nearest_earlier_distance(j.features(X).numpy()) < tau[k]
         per_run = [float(dup[max(1, r * n):(r + 1) * n].mean()) for r in range(len(runs))]
         pooled[m, k] = (int(dup[(first - 1) * n:].sum()), len(dup) - (first - 1) * n)
         print(json.dumps({"class": klass, "method": m, "judge": k, "near_dup": [round(v, 3) for v in per_run]}))
+
+
 def ratio(m, k):
     """The first method's pooled rate over method m's, under judge k."""
     (a, na), (b, nb) = pooled[methods[0], k], pooled[m, k]

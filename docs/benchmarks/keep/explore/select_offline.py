@@ -18,9 +18,10 @@ from sklearn.metrics import roc_auc_score
 
 from noveltynets import metrics
 from noveltynets.bench.runner import Judge
-from noveltynets.data import from_uint8, load_mnist5k
+from noveltynets.data import load_mnist5k
 
 from judge_ceiling import DIR as CEILING_DIR
+from keep_explore import saved_runs
 
 out, klass = Path(sys.argv[1]), int(sys.argv[2])
 first = int(sys.argv[3]) if len(sys.argv) > 3 else 2
@@ -34,23 +35,18 @@ def space(x):
     return pca.transform(x.flatten(1).numpy())
 
 
-def load(method):
-    runs = sorted(out.glob(f"{method}_c{klass}_run*.pt"), key=lambda p: int(p.stem.split("run")[1]))
-    return [from_uint8(torch.load(p).numpy()) for p in runs]
-
-
 QS = (0.0, 0.1, 0.2, 0.3, 0.5)
 for method in ("cont", "unrel"):
-    runs = load(method)
+    runs = saved_runs(out, method, klass)
     n = len(runs[0])
+    feats = [judge.ev.features(x).numpy() for x in runs]  # each run's judge features and memory-space embedding, once
+    spaced = [space(x) for x in runs]
     dups = {q: [0, 0] for q in QS}
     labels, scores = [], []
     for r in range(first - 1, len(runs)):
-        hist = torch.cat(runs[:r])
-        rows = space(hist if method == "cont" else plain[:len(hist)])
-        cand = runs[r]
-        score = -np.sqrt(((space(cand)[:, None] - rows[None]) ** 2).sum(-1)).min(1)  # higher = nearer the memory
-        f_hist, f_cand = judge.ev.features(hist).numpy(), judge.ev.features(cand).numpy()
+        rows = np.concatenate(spaced[:r]) if method == "cont" else space(plain[:r * n])
+        score = -np.sqrt(((spaced[r][:, None] - rows[None]) ** 2).sum(-1)).min(1)  # higher = nearer the memory
+        f_hist, f_cand = np.concatenate(feats[:r]), feats[r]
         d_all = metrics.nearest_earlier_distance(np.concatenate([f_hist, f_cand]))[len(f_hist):]
         labels += list(d_all < judge.tau)
         scores += list(score)
