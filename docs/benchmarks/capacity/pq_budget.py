@@ -1,6 +1,12 @@
 """Probe (run from the repository root): codes of 12 bytes per row or less, that with a smaller head would fit a
 10^6-row history in 16 MB, in the memory's 32-d projection (units of l): seen and near-dup ROC-AUC at 10^4 and 10^6
-(gmm64), beside flat and 16-byte PQ (pq_probe.py). Log: pq_budget.log."""
+(gmm64), beside flat and 16-byte PQ (pq_probe.py). Log: pq_budget.log.
+
+    python docs/benchmarks/capacity/pq_budget.py [KIND,KIND,...]      # default: every kind below
+
+Every kind is scored on its codes' reconstructions (sa_encode, sa_decode, then exact search): for PQ that is what
+IndexPQ.search computes (asymmetric distances); additive quantizers (RQ, LSQ and their product forms) would otherwise
+need stored norms, which cost bytes per row."""
 import sys, time
 import torch
 sys.path.insert(0, ".")
@@ -9,6 +15,18 @@ from noveltynets.memory.novelty import MemoryConfig, NoveltyMemory
 import faiss
 
 faiss.omp_set_num_threads(2)
+
+
+def beam(index, size: int = 16):
+    """A residual quantizer that keeps ``size`` candidates per codebook when it trains and encodes (default 1)."""
+    index.rq.max_beam_size = size
+    return index
+
+
+def nearest(base: faiss.Index, x):
+    """Squared distance from each row of ``x`` to the nearest reconstructed history row."""
+    return base.search(x, 1)[0][:, 0]
+
 KINDS = {  # name: (index maker, bytes per row)
     "flat32": (lambda: faiss.IndexFlatL2(32), 128),
     "pq16x8": (lambda: faiss.IndexPQ(32, 16, 8), 16),
@@ -17,6 +35,14 @@ KINDS = {  # name: (index maker, bytes per row)
     "pq32x3": (lambda: faiss.IndexPQ(32, 32, 3), 12),
     "opq_pq16x6": (lambda: faiss.index_factory(32, "OPQ16,PQ16x6"), 12),
     "pq8x10": (lambda: faiss.IndexPQ(32, 8, 10), 10),
+    # 12-byte codes of 8-bit codebooks: OPQ rotated to 24 or 36 dims (12 sub-spaces), residual and local-search
+    # additive quantizers (12 codebooks over all 32 dims), and their product forms (2 halves of 6 codebooks)
+    "opq12_24_pq12": (lambda: faiss.index_factory(32, "OPQ12_24,PQ12"), 12),
+    "opq12_36_pq12": (lambda: faiss.index_factory(32, "OPQ12_36,PQ12"), 12),
+    "rq12x8": (lambda: beam(faiss.index_factory(32, "RQ12x8")), 12),
+    "prq2x6x8": (lambda: faiss.index_factory(32, "PRQ2x6x8"), 12),
+    "lsq12x8": (lambda: faiss.index_factory(32, "LSQ12x8"), 12),
+    "plsq2x6x8": (lambda: faiss.index_factory(32, "PLSQ2x6x8"), 12),
 }
 names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(KINDS)
 hist_f, fresh, ref = source("gmm64", 1000000)
@@ -33,8 +59,11 @@ for h in (10000, 1000000):
         idx = make(); t = time.time()
         if not idx.is_trained:
             idx.train(P(hh[:200000]))
-        idx.add(P(hh)); ta = time.time() - t
-        t = time.time(); df = idx.search(P(fresh), 1)[0][:, 0]; tq = (time.time() - t) / len(fresh)
-        aucs = {r: round(roc_auc(-idx.search(P(v), 1)[0][:, 0], -df), 3) for r, v in dups.items()}
-        print("gmm64", h, name, f"{nb} B/row add {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
-              f"seen {roc_auc(-idx.search(P(seen), 1)[0][:, 0], -df):.3f}", aucs, flush=True)
+        x = P(hh)
+        codes = idx.sa_encode(x); ta = time.time() - t
+        assert codes.shape == (h, nb), codes.shape
+        base = faiss.IndexFlatL2(32); base.add(idx.sa_decode(codes))
+        t = time.time(); df = nearest(base, P(fresh)); tq = (time.time() - t) / len(fresh)
+        aucs = {r: round(roc_auc(-nearest(base, P(v)), -df), 3) for r, v in dups.items()}
+        print("gmm64", h, name, f"{nb} B/row encode {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
+              f"seen {roc_auc(-nearest(base, P(seen)), -df):.3f}", aucs, flush=True)
