@@ -2,12 +2,15 @@
 10^6-row history in 16 MB, in the memory's 32-d projection (units of l): seen and near-dup ROC-AUC at 10^4 and 10^6
 (gmm64), beside flat and 16-byte PQ (pq_probe.py). Log: pq_budget.log.
 
-    python docs/benchmarks/capacity/pq_budget.py [KIND,KIND,...]      # default: every kind below
+    python docs/benchmarks/capacity/pq_budget.py [KIND,KIND,...] [TRAIN]   # default: every kind below, 200000
+
+Env SOURCE: benchmarks/capacity.py's source (gmm64, the default, or gmm1024: codes of its 32-d projection).
+TRAIN: the first history rows the codebooks are trained on (a memory would have only its first rows, or its replay).
 
 Every kind is scored on its codes' reconstructions (sa_encode, sa_decode, then exact search): for PQ that is what
 IndexPQ.search computes (asymmetric distances); additive quantizers (RQ, LSQ and their product forms) would otherwise
 need stored norms, which cost bytes per row."""
-import sys, time
+import os, sys, time
 import torch
 sys.path.insert(0, ".")
 from benchmarks.capacity import source, spacing, near_dups, roc_auc
@@ -45,10 +48,12 @@ KINDS = {  # name: (index maker, bytes per row)
     "plsq2x6x8": (lambda: faiss.index_factory(32, "PLSQ2x6x8"), 12),
 }
 names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(KINDS)
-hist_f, fresh, ref = source("gmm64", 1000000)
+train = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
+src = os.environ.get("SOURCE", "gmm64")
+hist_f, fresh, ref = source(src, 1000000)
 hist = torch.cat(list(hist_f(65536)))
 ell = spacing(ref)
-m = NoveltyMemory(MemoryConfig(dim=64, embedder_id="x")); m.set_reference(ref); u = m.neighbour_distance()
+m = NoveltyMemory(MemoryConfig(dim=hist.shape[1], embedder_id="x")); m.set_reference(ref); u = m.neighbour_distance()
 P = lambda x: (m.project(x) / u).numpy()
 for h in (10000, 1000000):
     hh = hist[:h]; g = torch.Generator().manual_seed(h)
@@ -58,12 +63,12 @@ for h in (10000, 1000000):
         make, nb = KINDS[name]
         idx = make(); t = time.time()
         if not idx.is_trained:
-            idx.train(P(hh[:200000]))
+            idx.train(P(hh[:train]))
         x = P(hh)
         codes = idx.sa_encode(x); ta = time.time() - t
         assert codes.shape == (h, nb), codes.shape
         base = faiss.IndexFlatL2(32); base.add(idx.sa_decode(codes))
         t = time.time(); df = nearest(base, P(fresh)); tq = (time.time() - t) / len(fresh)
         aucs = {r: round(roc_auc(-nearest(base, P(v)), -df), 3) for r, v in dups.items()}
-        print("gmm64", h, name, f"{nb} B/row encode {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
+        print(src, h, name, f"{nb} B/row encode {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
               f"seen {roc_auc(-nearest(base, P(seen)), -df):.3f}", aucs, flush=True)
