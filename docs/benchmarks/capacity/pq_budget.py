@@ -9,7 +9,8 @@ TRAIN: the first history rows the codebooks are trained on (a memory would have 
 
 Every kind is scored on its codes' reconstructions (sa_encode, sa_decode, then exact search): for PQ that is what
 IndexPQ.search computes (asymmetric distances); additive quantizers (RQ, LSQ and their product forms) would otherwise
-need stored norms, which cost bytes per row."""
+need stored norms, which cost bytes per row. Env SEARCH=native: each index's own search over its codes instead (what
+a memory would query with; ``rq12x8_cqint8`` keeps a 1-byte norm per row for it, ``rq12x8`` decodes every code)."""
 import os, sys, time
 import torch
 sys.path.insert(0, ".")
@@ -43,13 +44,14 @@ KINDS = {  # name: (index maker, bytes per row)
     "opq12_24_pq12": (lambda: faiss.index_factory(32, "OPQ12_24,PQ12"), 12),
     "opq12_36_pq12": (lambda: faiss.index_factory(32, "OPQ12_36,PQ12"), 12),
     "rq12x8": (lambda: beam(faiss.index_factory(32, "RQ12x8")), 12),
+    "rq12x8_cqint8": (lambda: beam(faiss.index_factory(32, "RQ12x8_Ncqint8")), 13),
     "prq2x6x8": (lambda: faiss.index_factory(32, "PRQ2x6x8"), 12),
     "lsq12x8": (lambda: faiss.index_factory(32, "LSQ12x8"), 12),
     "plsq2x6x8": (lambda: faiss.index_factory(32, "PLSQ2x6x8"), 12),
 }
 names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(KINDS)
 train = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
-src = os.environ.get("SOURCE", "gmm64")
+src, native = os.environ.get("SOURCE", "gmm64"), os.environ.get("SEARCH") == "native"
 hist_f, fresh, ref = source(src, 1000000)
 hist = torch.cat(list(hist_f(65536)))
 ell = spacing(ref)
@@ -57,18 +59,23 @@ m = NoveltyMemory(MemoryConfig(dim=hist.shape[1], embedder_id="x")); m.set_refer
 P = lambda x: (m.project(x) / u).numpy()
 for h in (10000, 1000000):
     hh = hist[:h]; g = torch.Generator().manual_seed(h)
+    x = P(hh)
     seen = hh[torch.randint(h, (1000,), generator=g)]
     dups = {r: near_dups(hh[torch.randint(h, (1000,), generator=g)], r, ell, seed=h + i) for i, r in enumerate((0.1, 0.2, 0.3))}
     for name in names:
         make, nb = KINDS[name]
         idx = make(); t = time.time()
         if not idx.is_trained:
-            idx.train(P(hh[:train]))
-        x = P(hh)
-        codes = idx.sa_encode(x); ta = time.time() - t
-        assert codes.shape == (h, nb), codes.shape
-        base = faiss.IndexFlatL2(32); base.add(idx.sa_decode(codes))
+            idx.train(x[:train])
+        if native:
+            idx.add(x); ta = time.time() - t
+            assert idx.sa_code_size() == nb, idx.sa_code_size()
+            base = idx
+        else:
+            codes = idx.sa_encode(x); ta = time.time() - t
+            assert codes.shape == (h, nb), codes.shape
+            base = faiss.IndexFlatL2(32); base.add(idx.sa_decode(codes))
         t = time.time(); df = nearest(base, P(fresh)); tq = (time.time() - t) / len(fresh)
         aucs = {r: round(roc_auc(-nearest(base, P(v)), -df), 3) for r, v in dups.items()}
-        print(src, h, name, f"{nb} B/row encode {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
+        print(src, h, name + " native" * native, f"{nb} B/row encode {ta:.1f}s q {tq * 1e3:.2f}ms codes {nb * h / 2**20:.1f}MB",
               f"seen {roc_auc(-nearest(base, P(seen)), -df):.3f}", aucs, flush=True)
