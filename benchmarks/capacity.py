@@ -14,7 +14,9 @@ Sources (``--source``), each giving history, fresh and reference rows:
 
 Memories (``--memories``): ``net`` (the default config: a sharp net as recall head, 20k-row replay) and
 ``sketch`` (``sketch_mb=7, replay_size=10000``: an LSH sketch of every sample as recall head) and ``sketch-full``
-(the same with 8 of its 16 tables on the full embeddings, ``sketch_full_tables=8``; not in the default list). One memory of
+(the same with 8 of its 16 tables on the full embeddings, ``sketch_full_tables=8``; not in the default list) and ``codes``
+(``codes_capacity=1000000, hidden=192, replay_size=5000``: every sample's 13-byte residual-quantizer code as recall
+head, a narrower smooth head and a 5k replay, to fit 16 MB; not in the default list). One memory of
 each kind observes the history in chunks of ``--chunk`` (``--big-chunk`` from ``--big-from`` on: each observe
 trains the same number of steps, so less per sample there); at each history size of ``--checkpoints`` up to
 ``--max-history`` (``--net-max`` for the net, which is known to fail at 10⁵) it is measured:
@@ -44,7 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RHOS = (0.1, 0.2, 0.3)
 MEMORIES = {"net": {}, "sketch": {"sketch_mb": 7, "replay_size": 10_000},
-            "sketch-full": {"sketch_mb": 7, "replay_size": 10_000, "sketch_full_tables": 8}}
+            "sketch-full": {"sketch_mb": 7, "replay_size": 10_000, "sketch_full_tables": 8},
+            "codes": {"codes_capacity": 1_000_000, "hidden": 192, "replay_size": 5_000}}
 
 
 def roc_auc(pos, neg) -> float:

@@ -566,7 +566,7 @@ def test_memory_format_version_and_the_states_written_before_it(trained, data):
     fresh = data[1]
     blob = trained.to_bytes()
     meta = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])["__metadata__"]
-    assert meta["format_version"] == str(FORMAT_VERSION) == "3"
+    assert meta["format_version"] == str(FORMAT_VERSION) == "4"
     unversioned = st_save(trained.state_tensors(), metadata={"config": meta["config"]})  # as stores hold them today
     again = NoveltyMemory.from_bytes(unversioned)
     assert torch.equal(again.logit(fresh), trained.logit(fresh)) and again.n_seen == trained.n_seen

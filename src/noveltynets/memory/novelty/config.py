@@ -2,7 +2,7 @@
 
 The fields are flat on purpose: users set them by name (``novelty:proximity_radius=0.5``) and
 stores keep them as one JSON object, so a name or default never changes. The groups below are
-ordered sections of the definition (identity, net, recall head, sketch, replay, reference and negatives,
+ordered sections of the definition (identity, net, recall head, sketch, codes, replay, reference and negatives,
 targets, projection); :attr:`MemoryConfig.sections` is a derived, read-only view by section.
 """
 
@@ -23,6 +23,7 @@ class MemoryConfig:
       normalised input, and its training (Adam, steps and batch size per observe).
     - **recall**: a second, sharp head that answers "was this very sample generated?".
     - **sketch**: or, for long histories, a fixed-size LSH sketch of every finished sample in its place.
+    - **codes**: or a table of residual-quantizer codes of every finished sample (13 bytes each), in its place.
     - **replay**: the remembered embeddings (a reservoir of fixed size, or all of them).
     - **reference / negatives**: what counts as "not generated here" and the jitter on drawn rows.
     - **targets**: what the smooth head learns, proximity to history (regressed) or classification.
@@ -67,6 +68,16 @@ class MemoryConfig:
     # of the bits too; cells in units of the full reference's spacing). In the projection, fresh rows of a long history lie
     # close to observed ones; the full rows tell them apart (1,024-d at 10^6: seen AUC 0.935 all projected, 0.968 with 8 of
     # 16 full, docs/benchmarks/capacity/sketch_space.log), at some near-dup recall
+
+    # -- codes: a recall head of a few bytes per sample ---------------------------------------------
+    codes_capacity: int = 0  # > 0: the recall head keeps every finished sample (up to this many; a reservoir beyond) as a
+    # residual-quantizer code of codes_bytes + 1 bytes (noveltynets.memory.novelty.codes), in the memory's space, and
+    # answers by the distance to the nearest one; its table (capacity × (codes_bytes + 1) bytes) is allocated when the
+    # codebooks are trained. At 10^6 samples it keeps near-duplicates apart where the sketch's cells merge them
+    # (docs/benchmarks/capacity)
+    codes_bytes: int = 12  # codebooks of 8 bits each, one byte of the code each (plus one for the row's norm)
+    codes_train: int = 10_000  # the codebooks are trained once on the first this many finished samples (kept as rows until
+    # then; at least 256: each codebook is 256 k-means centroids of them)
 
     # -- replay --------------------------------------------------------------------------------
     replay: str = "reservoir"  # "reservoir" (fixed size) or "full" (keeps every positive)
@@ -135,6 +146,17 @@ class MemoryConfig:
                                    "('pool' or 'real'), not 'jitter'")
         if not 64 <= self.sketch_mb * 8 * 2**20 < 2**31 and self.sketch_mb:
             raise NoveltynetsError(f"sketch_mb must be between 1e-5 and 255 MiB, got {self.sketch_mb}")
+        if self.codes_capacity < 0 or (self.codes_capacity and not 256 <= self.codes_train <= self.codes_capacity):
+            raise NoveltynetsError(f"codes_capacity must be >= 0 (0: off) and codes_train in 256..codes_capacity (each codebook "
+                                   f"is 256 k-means centroids of those rows), got "
+                                   f"codes_capacity={self.codes_capacity}, codes_train={self.codes_train}")
+        if self.codes_capacity and not 1 <= self.codes_bytes <= 64:
+            raise NoveltynetsError(f"codes_bytes must be in 1..64, got {self.codes_bytes}")
+        if self.codes_capacity and self.sketch_mb:
+            raise NoveltynetsError("one recall head: set sketch_mb or codes_capacity, not both")
+        if self.codes_capacity and self.negatives == "jitter":
+            raise NoveltynetsError("codes measure distances in units of the reference's spacing: they need reference "
+                                   "negatives ('pool' or 'real'), not 'jitter'")
         if self.projection < 0:
             raise NoveltynetsError(f"projection must be >= 0 (0: off), got {self.projection}")
         if self.projection >= self.dim or self.negatives == "jitter":
@@ -154,6 +176,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {  # the sections above, in order: every 
     "recall": ("recall", "recall_hidden"),
     "sketch": ("sketch_mb", "sketch_tables", "sketch_projections", "sketch_width", "sketch_width_min", "sketch_capacity",
                "sketch_full_tables"),
+    "codes": ("codes_capacity", "codes_bytes", "codes_train"),
     "replay": ("replay", "replay_size", "trajectory"),
     "negatives": ("negatives", "jitter_sigma", "negative_jitter", "positive_jitter", "jitter_spread"),
     "targets": ("target", "proximity_radius", "query_jitter", "proximity_sigma_min", "proximity_sigma", "target_rows",

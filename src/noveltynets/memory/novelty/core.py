@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ...embed.sketch import L2Sketch, optimal_hashes
 from ...errors import NoveltynetsError
 from . import heads, serial, targets
+from .codes import CodeTable
 from .config import MemoryConfig
 from .replay import reservoir_add
 
@@ -39,7 +40,7 @@ class NoveltyMemory:
         init = torch.Generator().manual_seed(c.seed)  # both heads' initial weights, one after the other
         self.freqs, self.net = heads.head(c, heads.smooth_scales(c), c.hidden, c.fourier_raw, c.seed, init, self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
-        self.recall_freqs = self.recall_net = self.recall_opt = self.sketch = self.sketch_full = None
+        self.recall_freqs = self.recall_net = self.recall_opt = self.sketch = self.sketch_full = self.codes = None
         self.sketch_unit = 0.0  # ℓ when the sketch took its first sample: its cells are measured in it from then on
         self.sketch_full_unit = 0.0  # the same for the full-embedding tables, in the full space
         if c.sketch_mb:  # the recall head is a sketch of every finished sample, of fixed size
@@ -52,6 +53,8 @@ class NoveltyMemory:
             if full:
                 self.sketch_full = L2Sketch(c.dim, full, c.sketch_projections, c.sketch_width, split, hashes, c.seed + 3,
                                             c.sketch_width_min)
+        elif c.codes_capacity:  # the recall head is a table of every finished sample's code, of fixed size
+            self.codes = CodeTable(k, c.codes_capacity, c.codes_bytes, c.codes_train)
         elif c.recall:  # sharp features, no raw input: memorises points (the old single-scale memory)
             self.recall_freqs, self.recall_net = heads.head(c, heads.sharp_scales(c), c.recall_hidden, False, c.seed + 1, init,
                                                             self.device)
@@ -90,6 +93,10 @@ class NoveltyMemory:
                 if self.sketch_full is not None:
                     h = h + self.sketch_full.hits(full.detach() / self.sketch_full_unit).to(z.device, torch.float32)
             return torch.log((h + 0.5) / (tables - h + 0.5))
+        if self.codes is not None:  # the proximity of the nearest kept code, exp(−d²/2r²) as log-odds (not differentiable)
+            a = self.codes.nearest_sq(z).to(z.device) / (2 * (self.config.proximity_radius * self.neighbour_distance()) ** 2)
+            a = a.clamp_min(1e-12)
+            return -a - torch.log(-torch.expm1(-a))
         if self.recall_net is None:
             return self._smooth_logit(z)
         return self.recall_net(heads.features(z, self.mean, self.std, self.recall_freqs, False)).squeeze(-1)
@@ -101,7 +108,8 @@ class NoveltyMemory:
 
     def recall_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, dim) → (B,) log-odds that this very sample was observed: the sharp recall head, or the sketch
-        (``sketch_mb``: log((hits + ½)/(tables − hits + ½)), not differentiable), or the smooth head without either."""
+        (``sketch_mb``: log((hits + ½)/(tables − hits + ½))), or the codes (``codes_capacity``: the log-odds of
+        exp(−d²/2r²), d to the nearest code, r = proximity_radius·ℓ; neither differentiable), or the smooth head without any."""
         return self._recall_logit(self.project(embeddings), embeddings.to(self.device))
 
     def _sketch_count(self) -> int:
@@ -205,6 +213,8 @@ class NoveltyMemory:
         if self.sketch_full is not None:
             self.sketch_full_unit = self.sketch_full_unit or self._full_spacing
             self.sketch_full.add(raw / self.sketch_full_unit)
+        if self.codes is not None:
+            self.codes.add(new[:n_samples], self.gen)
         self.n_seen += n_samples
         return self.rehearse(steps, new, n_samples)
 

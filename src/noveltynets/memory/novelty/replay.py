@@ -14,13 +14,21 @@ def reservoir_add(buf: torch.Tensor, emb: torch.Tensor, offered: int, cap: int |
         return torch.cat([buf, emb]), offered + len(emb)
     free = max(0, cap - len(buf))
     buf = torch.cat([buf, emb[:free]])
-    offered += len(emb[:free])
-    for e in emb[free:]:
-        offered += 1
-        j = int(torch.randint(offered, (1,), generator=gen))
-        if j < cap:
-            buf[j] = e
-    return buf, offered
+    for i, j in enumerate(reservoir_slots(len(emb) - len(emb[:free]), offered + len(emb[:free]), cap, gen)):
+        if j >= 0:
+            buf[j] = emb[free + i]
+    return buf, offered + len(emb)
+
+
+def reservoir_slots(n: int, offered: int, cap: int, gen: torch.Generator) -> list[int]:
+    """Where algorithm R puts each of ``n`` new rows in a reservoir of ``cap`` rows that ``offered`` rows were offered
+    to before them: row i (the ``offered + i``-th) fills slot ``offered + i`` while there is room, then replaces a
+    uniformly drawn slot with probability cap / (offered + i + 1), else is dropped (−1). Later rows win a slot drawn twice."""
+    slots = []
+    for o in range(offered, offered + n):
+        j = o if o < cap else int(torch.randint(o + 1, (1,), generator=gen))
+        slots.append(j if j < cap else -1)
+    return slots
 
 
 def draw(pool: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

@@ -13,6 +13,10 @@ Format versions (``format_version`` in the metadata):
 - 3: may hold tables of the full embeddings beside it (``sketch_full_tables``: ``sketch_full.bits``, and
   ``sketch.full_unit`` = their ℓ in the full space and the reference's spacing there), which a reader of format 2
   would drop without a word. Without them, the same as format 2.
+- 4: may hold a code table as the recall head (``codes_capacity``: ``codes.counters`` = samples offered, then
+  ``codes.raw`` = the rows before the codebooks are trained, or ``codes.index`` = faiss's serialised trained index
+  without codes and ``codes.table`` = the codes), which a reader of format 3 would drop without a word. Without it,
+  the same as format 3.
 
 Loading upgrades a state step by step to the current version; a state from a newer version is refused.
 """
@@ -33,7 +37,7 @@ from .config import MemoryConfig
 if TYPE_CHECKING:
     from .core import NoveltyMemory
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 Tensors = dict[str, torch.Tensor]
 
 
@@ -65,6 +69,8 @@ def state_tensors(mem: NoveltyMemory) -> Tensors:
                   "sketch.full_unit": torch.tensor([mem.sketch_full_unit, mem._full_spacing], dtype=torch.float64)})
     if mem.sketch is not None or mem.sketch_full is not None:  # every table takes every sample: one count
         t["sketch.counters"] = torch.tensor([mem._sketch_count()])
+    if mem.codes is not None:
+        t.update(mem.codes.state())
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
 
@@ -99,7 +105,12 @@ def _upgrade_2(config: dict, t: Tensors) -> tuple[dict, Tensors]:
     return config, t
 
 
-UPGRADES = {0: _upgrade_0, 1: _upgrade_1, 2: _upgrade_2}  # version v → v + 1
+def _upgrade_3(config: dict, t: Tensors) -> tuple[dict, Tensors]:
+    """Version 3 → 4: nothing to change (format 3 had no code table)."""
+    return config, t
+
+
+UPGRADES = {0: _upgrade_0, 1: _upgrade_1, 2: _upgrade_2, 3: _upgrade_3}  # version v → v + 1
 
 
 def _read(blob: bytes) -> tuple[MemoryConfig, Tensors]:
@@ -157,4 +168,6 @@ def from_bytes(cls: type[NoveltyMemory], blob: bytes, device: str | torch.device
         if "sketch.full_unit" not in t:
             raise NoveltynetsError("memory data is corrupt (its config has full-embedding sketch tables, its data none)")
         mem.sketch_full_unit, mem._full_spacing = (float(v) for v in t["sketch.full_unit"])
+    if mem.codes is not None:
+        mem.codes.load(t)
     return mem
