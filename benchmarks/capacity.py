@@ -21,7 +21,8 @@ each kind observes the history in chunks of ``--chunk`` (``--big-chunk`` from ``
 trains the same number of steps, so less per sample there); at each history size of ``--checkpoints`` up to
 ``--max-history`` (``--net-max`` for the net, which is known to fail at 10⁵) it is measured:
 
-- seen AUC: recall head on 1,000 observed rows vs 1,000 fresh rows (ROC-AUC);
+- seen AUC: recall head on 1,000 observed rows vs 1,000 fresh rows (ROC-AUC), and the recall head's seconds per row
+  queried (the 1,000 fresh rows at once);
 - near-dup AUC at ρ = 0.1, 0.2, 0.3: history rows plus noise of norm ρ·ℓ (ℓ: the reference's median
   nearest-neighbour distance in the embedding space) vs fresh rows, scored by the smooth head (which guidance
   follows) and by the recall head;
@@ -30,7 +31,8 @@ trains the same number of steps, so less per sample there); at each history size
 
 Beside them on the same rows: faiss ``IndexFlatL2`` (exact kNN: the ceiling of near-dup AUC), IVF-PQ and HNSW:
 bytes (serialised), add seconds, query seconds per query, recall@1 against flat, near-dup AUC. Rows go to
-``OUT/SOURCE.json``; ``--plot`` draws every source's rows found in OUT into ``OUT/capacity.png``.
+``OUT/SOURCE.json``; ``--plot`` draws every source's rows found in OUT into ``OUT/capacity.png``, with the memories
+of ``OUT/*/SOURCE.json`` (memories run on their own) beside them.
 """
 
 from __future__ import annotations
@@ -121,10 +123,14 @@ def memory_row(mem, seen, fresh, dups) -> dict:
     with torch.no_grad():
         rec = lambda x: mem.recall_logit(x).cpu().numpy()  # noqa: E731
         smooth = lambda x: mem.logit(x).cpu().numpy()  # noqa: E731
-        row = {"seen_auc": roc_auc(rec(seen), rec(fresh)), "seen_auc_smooth": roc_auc(smooth(seen), smooth(fresh))}
+        t = time.perf_counter()
+        rec_fresh = rec(fresh)
+        recall_s = (time.perf_counter() - t) / len(fresh)
+        row = {"seen_auc": roc_auc(rec(seen), rec_fresh), "seen_auc_smooth": roc_auc(smooth(seen), smooth(fresh)),
+               "recall_s_per_row": recall_s}
         for rho, d in dups.items():
             row[f"neardup_auc_{rho}_smooth"] = roc_auc(smooth(d), smooth(fresh))
-            row[f"neardup_auc_{rho}_recall"] = roc_auc(rec(d), rec(fresh))
+            row[f"neardup_auc_{rho}_recall"] = roc_auc(rec(d), rec_fresh)
     q = fresh[:16].clone()
     times = []
     for _ in range(20):  # one guidance step's query: value and gradient of the smooth head for a batch of 16
@@ -244,12 +250,20 @@ def plot(out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = sorted(out.glob("*.json"))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for f, marker in zip(files, "osd^v"):
-        rows = json.loads(f.read_text())["rows"]
-        src = f.stem
-        for kind, style in (("memory_net", "C0"), ("memory_sketch", "C1"), ("memory_sketch-full", "C4")):
+    sources = {f.stem: json.loads(f.read_text())["rows"] for f in sorted(out.glob("*.json"))}
+    for f in sorted(out.glob("*/*.json")):  # memories run on their own (--out OUT/NAME), drawn beside the same source's
+        for row in json.loads(f.read_text())["rows"]:
+            same = [r for r in sources.setdefault(f.stem, []) if r["history"] == row["history"]]
+            mems = {k: v for k, v in row.items() if k.startswith("memory_")}
+            if same:
+                same[0].update(mems)
+            else:
+                sources[f.stem].append({"history": row["history"], **mems})
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 0.45]})
+    for (src, rows), marker in zip(sources.items(), "osd^v"):
+        rows = sorted(rows, key=lambda r: r["history"])
+        for kind, style in (("memory_net", "C0"), ("memory_sketch", "C1"), ("memory_sketch-full", "C4"),
+                            ("memory_codes", "C5")):
             pts = [(r["history"], r[kind]) for r in rows if kind in r]
             if not pts:
                 continue
@@ -275,7 +289,8 @@ def plot(out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[2].set_yscale("log")
     axes[2].axhline(16, color="r", lw=0.8)
-    axes[1].legend(fontsize=6)
+    axes[3].axis("off")  # the near-dup panel's legend, beside it rather than over its lines
+    axes[3].legend(*axes[1].get_legend_handles_labels(), fontsize=6, loc="center left")
     axes[2].legend(fontsize=6)
     fig.tight_layout()
     path = out / "capacity.png"
