@@ -145,19 +145,3 @@ def test_bad_codes_settings_are_refused(change, message):
     with pytest.raises(NoveltynetsError, match=message):
         codes_cfg(**change)
 
-
-def test_the_cli_makes_a_codes_memory_and_refuses_bad_codes_options(tmp_path):
-    from typer.testing import CliRunner
-
-    from noveltynets.cli import app
-
-    store = tmp_path / "m.sqlite"
-    run = lambda *a: CliRunner().invoke(app, [str(x) for x in ("sample", "--class", 7, "--n", 2, "--steps", 3, "--no-progress",  # noqa: E731
-                                                               "--guide", "novelty", "--store", store, *a)])
-    r = run("--memory", "big", "--memory-option", "codes_capacity=100000", "--out", tmp_path / "a")
-    assert r.exit_code == 0, r.output
-    mem, _ = MemoryStore(store).load("big")
-    assert mem.codes is not None and mem.codes.n_offered == 2 and mem.recall_net is None and mem.config.codes_bytes == 12
-    r = run("--memory", "other", "--memory-option", "codes_capacity=100", "--out", tmp_path / "b")
-    assert r.exit_code == 2 and "codes_train in 256..codes_capacity" in r.output and "Traceback" not in r.output, r.output
-    assert not (tmp_path / "b").exists()

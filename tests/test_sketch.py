@@ -192,7 +192,7 @@ def test_bad_sketch_settings_are_refused(change, message):
         sketch_cfg(**change)
 
 
-def test_the_cli_makes_a_sketch_memory_and_refuses_bad_memory_options(tmp_path):
+def test_the_cli_makes_sketch_and_codes_memories_and_refuses_bad_memory_options(tmp_path):
     from typer.testing import CliRunner
 
     from noveltynets.cli import app
@@ -205,10 +205,15 @@ def test_the_cli_makes_a_sketch_memory_and_refuses_bad_memory_options(tmp_path):
     mem, _ = MemoryStore(store).load("big")
     assert mem.sketch is not None and mem.sketch.nbytes == 2**19 and mem.sketch.n_added == 2
     assert mem.config.replay_size == 1000 and mem.recall_net is None
+    r = run("--memory", "coded", "--memory-option", "codes_capacity=100000", "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    mem, _ = MemoryStore(store).load("coded")  # the codes recall head (tests/test_codes.py): its first rows kept as they are
+    assert mem.codes is not None and mem.codes.n_offered == 2 and mem.recall_net is None and mem.config.codes_bytes == 12
     for args, message in ((["--memory", "big", "--memory-option", "sketch_mb=1"], "exists: its settings were fixed"),
                           (["--memory", "other", "--memory-option", "sketch_mbb=1"], "expected KEY=VALUE"),
                           (["--memory", "other", "--memory-option", "sketch_mb=lots"], "not a valid float"),
-                          (["--memory", "other", "--memory-option", "sketch_mb=-2"], "sketch_mb must be >= 0")):
+                          (["--memory", "other", "--memory-option", "sketch_mb=-2"], "sketch_mb must be >= 0"),
+                          (["--memory", "other", "--memory-option", "codes_capacity=100"], "codes_train in 256..codes_capacity")):
         r = run(*args, "--out", tmp_path / "b")
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
         assert not (tmp_path / "b").exists()
