@@ -83,7 +83,7 @@ class Server:
                 self.proc = subprocess.Popen([sys.executable, "-m", "noveltynets.cli", "serve", "--store", str(self.store), "--port",
                                               str(self.port), *self.args], stdout=log, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
         else:
-            options = {"workers": 2, "max_n": 64, "max_queue": 32}
+            options = {"workers": 2, "max_n": 64, "max_queue": 32, "service_memory_option": []}
             options.update({OPTIONS[k]: int(v) for k, v in zip(self.args[::2], self.args[1::2])})
             self.pid = _Launcher.ask(cmd="start", port=self.port, store=str(self.store), log=str(self.log), options=options)
         t0 = time.monotonic()

@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from noveltynets.cli import app
+from noveltynets.memory.store import MemoryStore
 from noveltynets.models import DEFAULT_MODEL_DIR
 
 runner = CliRunner()
@@ -297,6 +298,15 @@ def test_memory_pretrain_from_dataset(tmp_path):
     assert info["scope"] == "service" and info["n_seen"] == 450 and info["samples_recorded"] == 450
     r = invoke("memory", "pretrain", "other", "--store", store)
     assert r.exit_code == 2 and "--from-dataset" in r.stderr
+    coded = ("--from-dataset", "--class", 3, "--epochs", 1, "--steps", 2, "--pool-size", 4, "--store", store, "--no-progress",
+             "--memory-option", "codes_capacity=100000")
+    assert invoke("memory", "pretrain", "coded", *coded).exit_code == 0  # a service-wide memory that will recall by codes
+    mem, _ = MemoryStore(store).load("coded")
+    assert mem.codes is not None and mem.codes.n_offered == mem.n_seen == 450
+    for name, option, says in (("coded", "codes_capacity=100000", "exists: its settings were fixed"),
+                               ("third", "codes_capacity=100", "codes_train in 256..codes_capacity")):
+        r = invoke("memory", "pretrain", name, *coded[:-1], option)
+        assert r.exit_code == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def _peer(out, store, *method):

@@ -2,6 +2,8 @@
 
 import pytest
 
+from noveltynets.memory.store import MemoryStore
+
 from .service_helpers import Server, add_user, kill_loop, load_run, wait_job
 
 FAST = {"class": 7, "n": 2, "steps": 3}
@@ -29,7 +31,8 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("service")
     store = d / "m.sqlite"
     tokens = {name: add_user(store, name) for name in ("alice", "bob")}
-    srv = Server(store, "--max-n", "16", "--workers", "2", cli=True).start()  # the console command itself
+    srv = Server(store, "--max-n", "16", "--workers", "2", "--service-memory-option", "codes_capacity=100000",
+                 cli=True).start()  # the console command itself; its service-wide memories recall by codes
     srv.tokens = tokens
     yield srv
     srv.stop()
@@ -93,12 +96,18 @@ def test_users_are_isolated_404_not_403(alice, bob):
     assert alice.get("/v1/memories/private").json()["n_seen"] == 2  # untouched by bob's tries
 
 
-def test_the_service_wide_memory_is_fed_by_everyone_and_read_as_counts_only(alice, bob):
+def test_the_service_wide_memory_is_fed_by_everyone_and_read_as_counts_only(server, alice, bob):
     before = alice.get("/v1/memories/service").json()["n_seen"]
     for c, body in ((alice, {"scope": "service"}), (bob, {"memory": "own"}), (bob, {"scope": "session", "guide": []})):
         assert wait_job(c, c.post("/v1/generate", json={**FAST, **body}).json()["job"])["status"] == "done"
     info = bob.get("/v1/memories/service").json()  # guided by it or not, every job's images
     assert info["n_seen"] == before + 6 and set(info) == {"name", "n_seen", "bytes", "classes", "updated"}
+    st = MemoryStore(server.store, read_only=True)  # made with the service's --service-memory-option
+    try:
+        mem, _ = st.load("service.class7")
+    finally:
+        st.close()
+    assert mem.codes is not None and mem.config.codes_capacity == 100_000 and mem.codes.n_offered == mem.n_seen == info["n_seen"]
     assert alice.delete("/v1/memories/service").status_code == 403
     assert alice.post("/v1/memories/service/reset").status_code == 403
 
@@ -190,6 +199,10 @@ def test_users_cli_prints_a_token_once_and_refuses_bad_names(tmp_path):
     assert run("remove", "dave").exit_code == 0 and run("remove", "dave").exit_code == 2
     serve = CliRunner().invoke(app, ["serve", "--port", "0", "--store", str(store)])
     assert serve.exit_code == 2 and "--port" in serve.stderr
+    for option, says in (("codes_capacity=100", "codes_train in 256..codes_capacity"), ("codes=1", "expected KEY=VALUE")):
+        serve = CliRunner().invoke(app, ["serve", "--store", str(store), "--service-memory-option", option])
+        assert serve.exit_code == 2 and says in serve.stderr and "--service-memory-option" in serve.stderr, serve.stderr
+        assert "Traceback" not in serve.stderr
 
 
 def test_load_8_clients_x_10_requests_every_sample_counted_once(tmp_path):

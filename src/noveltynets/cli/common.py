@@ -103,3 +103,41 @@ StoreOpt = typer.Option(None, "--store", help="Memory store file (default ~/.cac
 DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace a non-empty output folder.")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+
+
+def memory_options(options: list[str], flag: str = "--memory-option") -> dict | None:
+    """``KEY=VALUE`` items as MemoryConfig fields of their types, checked together (as for a memory of any embedding)
+    so that a bad one fails before anything runs."""
+    from dataclasses import fields
+
+    from ..memory import MemoryConfig
+    from ..spec import convert
+
+    types = {f.name: f.type for f in fields(MemoryConfig) if f.name not in ("dim", "embedder_id", "model_id")}
+    out = {}
+    for item in options:
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in types:
+            raise NoveltynetsError(f"{flag} {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
+        out[key.strip()] = convert(value.strip(), types[key.strip()], key.strip(), flag)
+    if out:
+        try:
+            MemoryConfig(dim=1024, embedder_id="check", **out)
+        except NoveltynetsError as e:
+            raise NoveltynetsError(f"{flag}: {e}") from None
+    return out or None
+
+
+def refuse_options_for_existing(store: Path, name: str, flag: str = "--memory-option") -> None:
+    """A memory's settings are fixed when it is made: options for one that exists are an error, not silently dropped."""
+    from ..memory.store import MemoryStore
+
+    if not Path(store).is_file():
+        return
+    st = MemoryStore(store, read_only=True)
+    try:
+        exists = st.exists(name)
+    finally:
+        st.close()
+    if exists:
+        raise NoveltynetsError(f"memory {name!r} exists: its settings were fixed when it was made ({flag} is for a new one)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ..errors import NoveltynetsError
-from .common import StoreOpt, _check_class, _device, _store, friendly
+from .common import StoreOpt, _check_class, _device, _store, friendly, memory_options, refuse_options_for_existing
 
 memory_app = typer.Typer(no_args_is_help=True, help="Manage novelty memories in a store.")
 
@@ -85,6 +85,9 @@ def memory_pretrain(
     model: Optional[Path] = typer.Option(None, "--model"),
     steps: int = typer.Option(50, "--steps", help="Steps of the reference pool's samples."),
     pool_size: int = typer.Option(512, "--pool-size"),
+    memory_option: List[str] = typer.Option([], "--memory-option", help="A new memory's setting KEY=VALUE (any MemoryConfig "
+                                            "field, e.g. codes_capacity=1000000 for a service-wide memory that will recall "
+                                            "10^6 samples); repeatable."),
     store: Optional[Path] = StoreOpt,
     device: str = typer.Option("cpu", "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -101,12 +104,18 @@ def memory_pretrain(
 
     if not from_dataset:
         raise NoveltynetsError("nothing to pretrain from: pass --from-dataset")
+    memory_config = memory_options(memory_option)
+    if memory_config:
+        from ..memory.store import default_store_path
+
+        refuse_options_for_existing(store or default_store_path(), name)
     dev = _device(device)
     m = load_model(model, dev)
     _check_class(m, klass)
     config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, device=dev)  # the reference pool's samples
     session = open_session(m, config, ["novelty:trajectory=false"], memory=name, store=_store(store), embedder=embedder,
-                           negatives="pool", pool_size=pool_size, scope="service", show_progress=progress)
+                           negatives="pool", pool_size=pool_size, scope="service", memory_config=memory_config,
+                           show_progress=progress)
     train = load_split("train")
     images = train.of_class(klass) if klass is not None else train.images
     with torch.no_grad():

@@ -14,7 +14,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import NoveltynetsError
-from .common import DeviceOpt, OverwriteOpt, ProgressOpt, StoreOpt, _check_class, _device, friendly, option_error
+from .common import (DeviceOpt, OverwriteOpt, ProgressOpt, StoreOpt, _check_class, _device, friendly, memory_options, option_error,
+                     refuse_options_for_existing)
 from .output import _refuse_inside, atomic_output
 
 
@@ -42,7 +43,7 @@ def sample(
     pool_size: int = typer.Option(128, "--pool-size", help="Unguided samples in a new memory's reference pool (made once, cached)."),
     scope: str = typer.Option("user", "--scope", help="A new memory's scope: session, user or service."),
     memory_option: List[str] = typer.Option([], "--memory-option", help="A new novelty memory's setting KEY=VALUE (any "
-                                            "MemoryConfig field, e.g. sketch_mb=7 for a recall sketch that holds 10^6 "
+                                            "MemoryConfig field, e.g. codes_capacity=1000000 for a recall head that holds 10^6 "
                                             "samples); repeatable."),
     ranks: Optional[str] = typer.Option(None, "--ranks", help="Distilled novelty: a rank per sample, in order and repeated "
                                         "(e.g. 1-16 with --n 16: one sample per rank bin); needs a distilled model (--model)."),
@@ -96,9 +97,9 @@ def sample(
             raise NoveltynetsError(f"with --workers, --device is cpu or cuda (each worker gets a GPU of its own), got {device!r}")
         connect(workers, ray_address)
     dev = device if distributed else _device(device)  # the workers' GPUs need not be on this machine
-    memory_config = _memory_config(memory_option)
-    if memory_config and memory is not None and _exists(store or default_store_path(), memory):
-        raise NoveltynetsError(f"memory {memory!r} exists: its settings were fixed when it was made (--memory-option is for a new one)")
+    memory_config = memory_options(memory_option)
+    if memory_config and memory is not None:
+        refuse_options_for_existing(store or default_store_path(), memory)
     config = _config(klass=klass, cfg=cfg, steps=steps, scheduler=scheduler, eta=eta, temperature=temperature,
                      batch_size=batch_size, device=dev, grad_mode=grad_mode, ranks=tuple(rank_list) if rank_list else None,
                      rank_scale=rank_scale)
@@ -144,35 +145,6 @@ def sample(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     typer.echo(f"wrote {n} samples to {out} ({run.seconds:.1f} s sampling, {run.seconds / n * 1000:.0f} ms per sample)")
-
-
-def _exists(store: Path, name: str) -> bool:
-    from ..memory.store import MemoryStore
-
-    if not store.is_file():
-        return False
-    st = MemoryStore(store, read_only=True)
-    try:
-        return st.exists(name)
-    finally:
-        st.close()
-
-
-def _memory_config(options: list[str]) -> dict | None:
-    """``--memory-option KEY=VALUE`` items as MemoryConfig fields of their types (checked whole when the memory is made)."""
-    from dataclasses import fields
-
-    from ..memory import MemoryConfig
-    from ..spec import convert
-
-    types = {f.name: f.type for f in fields(MemoryConfig) if f.name not in ("dim", "embedder_id", "model_id")}
-    out = {}
-    for item in options:
-        key, eq, value = item.partition("=")
-        if not eq or key.strip() not in types:
-            raise NoveltynetsError(f"--memory-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
-        out[key.strip()] = convert(value.strip(), types[key.strip()], key.strip(), "--memory-option")
-    return out or None
 
 
 def _config(**fields):

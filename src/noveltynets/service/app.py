@@ -73,8 +73,10 @@ ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": E
 class Service:
     """What the routes share: the store, the service records, the model, the judge's embedder, the scheduler."""
 
-    def __init__(self, store: str | Path, workers: int = 2, max_n: int = 64, max_pending: int = 32, model=None):
+    def __init__(self, store: str | Path, workers: int = 2, max_n: int = 64, max_pending: int = 32, model=None,
+                 service_memory: dict | None = None):
         self.store_path = Path(store)
+        self.service_memory = service_memory  # MemoryConfig fields of the service-wide memories it makes (None: defaults)
         MemoryStore(self.store_path).close()  # created (and checked) before the first request
         self.db = ServiceDB(self.store_path)
         self.interrupted = self.db.interrupt_unfinished()
@@ -168,8 +170,9 @@ class Service:
         name = self.store_name(user, req["scope"], memory, klass) if keeps else None
         seeds = list(range(req["seed"], req["seed"] + n))
         parts = []
-        with open_session(self.model, config, terms, memory=name, store=self.store_path,
-                          scope="service" if req["scope"] == "service" else "user") as session:
+        service = req["scope"] == "service"
+        with open_session(self.model, config, terms, memory=name, store=self.store_path, scope="service" if service else "user",
+                          memory_config=self.service_memory if service else None) as session:
             for a in range(0, n, config.batch_size):
                 parts.append(session.sample(seeds[a:a + config.batch_size]).images)
                 self.db.set_status(job, "running", a + len(parts[-1]))
@@ -180,7 +183,7 @@ class Service:
         name = self.store_name(None, "service", None, req["class"])
         config = SamplingConfig(klass=req["class"], cfg=req["cfg"], steps=req["steps"])
         with self.scheduler.exclusive(name), open_session(self.model, config, ["novelty"], memory=name, store=self.store_path,
-                                                          scope="service") as session:
+                                                          scope="service", memory_config=self.service_memory) as session:
             session.observe(images, {"seeds": seeds})
 
     def _near_dup(self, user: str, memory: str | None, klass: int | None, feats: np.ndarray) -> float:
@@ -257,8 +260,9 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def create_app(store: str | Path, workers: int = 2, max_n: int = 64, max_pending: int = 32, model=None) -> FastAPI:
-    service = Service(store, workers, max_n, max_pending, model)
+def create_app(store: str | Path, workers: int = 2, max_n: int = 64, max_pending: int = 32, model=None,
+               service_memory: dict | None = None) -> FastAPI:
+    service = Service(store, workers, max_n, max_pending, model, service_memory)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
