@@ -1,5 +1,6 @@
 """The fixed-size LSH sketch (noveltynets.embed.sketch) and a novelty memory whose recall head it is."""
 
+import json
 import math
 
 import pytest
@@ -115,7 +116,6 @@ def test_a_sketch_memory_round_trips_through_its_bytes_and_the_store(rows, tmp_p
     assert again.sketch.n_added == 0 and int(again.sketch.bits.sum()) == 0  # reset forgets the sketch too
     bad = {**again.state_tensors(), "sketch.bits": torch.zeros(8, dtype=torch.uint8)}
     from safetensors.torch import save as st_save
-    import json
     from dataclasses import asdict
     blob = st_save(bad, metadata={"format_version": "2", "config": json.dumps(asdict(again.config))})
     with pytest.raises(NoveltynetsError, match="sketch does not match"):
@@ -123,8 +123,6 @@ def test_a_sketch_memory_round_trips_through_its_bytes_and_the_store(rows, tmp_p
 
 
 def test_a_format_1_state_loads_as_it_was(rows):
-    import json
-
     from safetensors.torch import save as st_save
 
     history, fresh, ref = rows
@@ -176,7 +174,6 @@ def test_full_embedding_tables_tell_apart_rows_the_projection_merges_in_the_same
     assert again.sketch_full_unit == split.sketch_full_unit and bool((again.seen_probability(history[:10]) > 0.9).all())
     lost = {k: v for k, v in split.state_tensors().items() if k != "sketch.full_unit"}
     from safetensors.torch import save as st_save
-    import json
     from dataclasses import asdict
     with pytest.raises(NoveltynetsError, match="full-embedding sketch tables"):
         NoveltyMemory.from_bytes(st_save(lost, metadata={"format_version": "3", "config": json.dumps(asdict(split.config))}))
@@ -209,6 +206,9 @@ def test_the_cli_makes_sketch_and_codes_memories_and_refuses_bad_memory_options(
     assert r.exit_code == 0, r.output
     mem, _ = MemoryStore(store).load("coded")  # the codes recall head (tests/test_codes.py): its first rows kept as they are
     assert mem.codes is not None and mem.codes.n_offered == 2 and mem.recall_net is None and mem.config.codes_bytes == 12
+    shown = {n: json.loads(CliRunner().invoke(app, ["memory", "show", n, "--store", str(store)]).output) for n in ("big", "coded")}
+    assert shown["big"]["recall_head"] == "sketch" and shown["big"]["state_bytes"] > 2**19
+    assert shown["coded"]["recall_head"] == "codes" and shown["coded"]["codes_stored"] == 2 and not shown["coded"]["codes_trained"]
     for args, message in ((["--memory", "big", "--memory-option", "sketch_mb=1"], "exists: its settings were fixed"),
                           (["--memory", "other", "--memory-option", "sketch_mbb=1"], "expected KEY=VALUE"),
                           (["--memory", "other", "--memory-option", "sketch_mb=lots"], "not a valid float"),

@@ -37,7 +37,12 @@ def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
     mem, _ = st.load(name)
     info["samples_recorded"] = st.count_samples(name)
     if mem.kind == "novelty":
-        info.update(replay_size=len(mem.replay), reference_negatives=len(mem.negatives), train_steps=mem.train_steps)
+        info.update(replay_size=len(mem.replay), reference_negatives=len(mem.negatives), train_steps=mem.train_steps,
+                    state_bytes=sum(v.numel() * v.element_size() for v in mem.state_tensors().values()),
+                    recall_head="sketch" if mem.sketch or mem.sketch_full else "codes" if mem.codes else
+                    "net" if mem.recall_net else "smooth")
+        if mem.codes is not None:  # rows kept as they are until the codebooks train, codes after
+            info.update(codes_stored=mem.codes.n_stored, codes_trained=mem.codes.trained)
     typer.echo(json.dumps(info, indent=2))
 
 
