@@ -38,7 +38,6 @@ def memory_show(name: str, store: Optional[Path] = StoreOpt) -> None:
     info["samples_recorded"] = st.count_samples(name)
     if mem.kind == "novelty":
         info.update(replay_size=len(mem.replay), reference_negatives=len(mem.negatives), train_steps=mem.train_steps,
-                    state_bytes=sum(v.numel() * v.element_size() for v in mem.state_tensors().values()),
                     recall_head="sketch" if mem.sketch or mem.sketch_full else "codes" if mem.codes else
                     "net" if mem.recall_net else "smooth")
         if mem.codes is not None:  # rows kept as they are until the codebooks train, codes after

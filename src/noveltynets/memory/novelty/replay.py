@@ -12,11 +12,11 @@ def reservoir_add(buf: torch.Tensor, emb: torch.Tensor, offered: int, cap: int |
     probability in at most ``cap`` rows; ``cap=None`` keeps all."""
     if cap is None:
         return torch.cat([buf, emb]), offered + len(emb)
-    free = max(0, cap - len(buf))
-    buf = torch.cat([buf, emb[:free]])
-    for i, j in enumerate(reservoir_slots(len(emb) - len(emb[:free]), offered + len(emb[:free]), cap, gen)):
+    k = min(len(emb), max(0, cap - len(buf)))  # rows that fill free room
+    buf = torch.cat([buf, emb[:k]])
+    for i, j in enumerate(reservoir_slots(len(emb) - k, offered + k, cap, gen)):
         if j >= 0:
-            buf[j] = emb[free + i]
+            buf[j] = emb[k + i]
     return buf, offered + len(emb)
 
 
