@@ -11,7 +11,9 @@ Env GRAD=exact: the guided methods' gradients through the denoiser (default x0).
 trajectories; seeds apart from every other), so each memory also knows where plain sampling goes; unrel is still
 topped up with as many plain samples as cont has observed since. Env EMB=SPEC: the memory's
 embedder (a library spec, or twin:DIR for the judge's twin, a ceiling measurement only). Env SAVE=DIR: each run's images go to
-DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later.
+DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later. Env CLEAN=FRAC: every
+guided method's samples get clean.py's clean-up pass (re-noised to FRAC·T, denoised unguided) before the memory and
+the judge see them; plain is left as it is.
 """
 
 import json
@@ -34,6 +36,8 @@ from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
 from noveltynets.sampling import SamplingConfig, sample
 from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
+
+from clean import sample_clean
 
 UNREL_SEEDS = 2 * 10**12
 SEED_SEEDS = 3 * 10**12
@@ -149,7 +153,11 @@ def main():
                     st["term"] = RepelGuidance(**json.loads(os.environ.get("REPEL", "{}")))
                 terms = [st["term"]]
             t1 = time.time()
-            run = sample(model, seeds, guided_config if terms else config, terms)
+            frac = float(os.environ.get("CLEAN", 0))
+            if terms and frac:
+                run = sample_clean(model, seeds, guided_config, terms, frac)
+            else:
+                run = sample(model, seeds, guided_config if terms else config, terms)
             secs = time.time() - t1
             hist = torch.cat(st["images"]) if st["images"] else None
             m = judge(run.images, hist)
