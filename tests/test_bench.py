@@ -28,6 +28,8 @@ def test_parse_method_resolves_registry_then_guidance_terms():
     assert m.guide == "novelty:scale=1" and m.label == "novelty:scale=1,pool=16,embedder=pooled-pixels:4,cfg=3"
     g = parse_method("point:target=0.5")
     assert isinstance(g, GuidanceMethod) and g.name == "point" and g.make_terms(None, 7)[0].target == 0.5
+    c = parse_method("novelty:memory_stop=0.95,clean=0.05")  # clean, like cfg, eta and temp, is the sampler's, for every method
+    assert c.guide == "novelty:memory_stop=0.95" and c.clean == 0.05 and parse_method("plain").clean == 0.0
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -38,6 +40,7 @@ def test_parse_method_resolves_registry_then_guidance_terms():
     ("novelty:wat=1", "no setting 'wat'"),
     ("novelty:pool=1", "pool must be at least 2"),
     ("point:cfg=-1", "non-negative"),
+    ("plain:clean=2", r"clean in \[0, 1\]"),
 ])
 def test_bad_method_specs(spec, message):
     with pytest.raises(NoveltynetsError, match=message):
@@ -53,6 +56,9 @@ def test_config_adds_the_plain_baseline_first_and_refuses_duplicates_and_bad_siz
         BenchConfig(n=5).validate()
     with pytest.raises(NoveltynetsError, match="digits 0-9"):
         BenchConfig(classes=[12]).validate()
+    with pytest.raises(NoveltynetsError, match=r"method 'novelty:clean=0.05': clean 0.05 is below the run's last timestep \(332"):
+        BenchConfig(methods=["novelty:clean=0.05"], steps=3).validate()
+    assert BenchConfig(methods=["novelty:clean=0.05"], steps=50).validate()[1].clean == 0.05
 
 
 def test_judge_counts_near_dups_against_history():

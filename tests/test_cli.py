@@ -48,6 +48,16 @@ def test_seeds_give_the_same_images_whatever_the_batch_size(tmp_path):
     assert np.abs(ia[2:].astype(int) - ib.astype(int)).max() <= 1
 
 
+def test_clean_up_is_applied_and_recorded(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke("sample", "--class", 2, "--seeds", "3-4", "--out", a, *FAST).exit_code == 0
+    r = invoke("sample", "--class", 2, "--seeds", "3-4", "--clean", 0.4, "--out", b, *FAST)  # re-noised to 332 of 1000
+    assert r.exit_code == 0, r.output
+    ia, ib = np.load(a / "samples.npz")["images"], np.load(b / "samples.npz")["images"]
+    assert np.abs(ia.astype(int) - ib.astype(int)).max() > 1
+    assert json.loads((b / "manifest.json").read_text())["settings"]["clean"] == 0.4
+
+
 def test_unconditional_sampling_and_guidance_are_recorded(tmp_path):
     out = tmp_path / "u"
     r = invoke("sample", "--n", 3, "--guide", "point:scale=0.5,target=1", "--out", out, *FAST)
@@ -116,6 +126,8 @@ def _corrupt_model(tmp_path):
     (["--cfg", "inf"], "--cfg must be a number in [0, 100]"),
     (["--cfg", "nan"], "--cfg must be a number in [0, 100]"),
     (["--steps", 100000], "steps must be in 1..1000"),
+    (["--clean", 1.5], "--clean must be a number in [0, 1]"),
+    (["--clean", 0.05], "--clean 0.05 is below the run's last timestep (332 of 1000): give at least 0.333 or more steps"),
     (["--steps", 1001, "--scheduler", "dpm++"], "steps must be in 1..1000"),
     (["--steps", 5000, "--scheduler", "ddpm"], "steps must be in 1..1000"),
 ])

@@ -278,3 +278,63 @@ def test_renoise_keeps_x0_hat_and_the_noise_level():
     assert torch.allclose(eps2[2], fresh)  # ρ = 1: the noise is the sample's own fresh draw
     corr = torch.nn.functional.cosine_similarity(eps2[1].flatten(), eps[1].flatten(), dim=0)
     assert 0.7 < corr < 0.95  # ρ = 0.5 keeps sqrt(0.75) ≈ 0.87 of the old noise
+
+
+class TailSpy:
+    """An eps-model recording the timesteps it is asked at; ``point`` set: it knows the data is that one point."""
+
+    def __init__(self, model, point=None):
+        self.model, self.point, self.ts = model, point, []
+
+    def __call__(self, x, t, extra):
+        self.ts.append(int(t[0]))
+        if self.point is None:
+            return self.model(x, t, extra)
+        a = ALPHAS[t].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * self.point) / (1 - a).sqrt()
+
+
+def test_clean_up_reruns_the_last_timesteps_unguided_from_the_seed_and_terms_see_its_result(tiny_cfg, scheduler_factory):
+    """``clean``: after the run, each sample is re-noised to the first timestep below clean·T (noise from its seed) and
+    denoised along the run's timesteps below by the model that the guided model wraps, never by the guidance; the terms
+    learn the cleaned batch, which is also what is returned."""
+    make = scheduler_factory("ddim", 6)  # timesteps 999, 832, 666, 499, 332, 166
+    spy, rec = TailSpy(tiny_cfg), Recorder(scale=1.0, stop=1.0)
+    seen = []
+    rec.on_samples_end = lambda x0, info: seen.append(x0.clone())
+    calls = []
+    rec.grad = lambda x0_hat, info: calls.append(info["i"]) or torch.zeros_like(x0_hat)
+    cleaned = run(GuidedModel(spy, [rec], ALPHAS), make, [3, 4, 5], 3, clean=0.4)
+    assert spy.ts == [999, 832, 666, 499, 332, 166, 332, 166]  # the run, then the tail below 0.4·T from 332
+    assert calls == [0, 1, 2, 3, 4, 5]  # the guidance acts in the run only
+    assert len(seen) == 1 and torch.equal(seen[0], cleaned)
+    plain = run(tiny_cfg, make, [3, 4, 5], 3)
+    assert not torch.allclose(cleaned, plain, atol=1e-3) and cleaned.abs().max() <= 1
+    assert torch.equal(cleaned, run(tiny_cfg, make, [3, 4, 5], 3, clean=0.4))  # the same with no guidance at all
+    assert torch.allclose(cleaned[1:2], run(tiny_cfg, make, [4], 1, clean=0.4), atol=1e-5)  # a seed's clean-up, whatever its batch
+    assert torch.equal(run(tiny_cfg, make, [3, 4, 5], 3, clean=0.0), plain)  # 0: off
+
+
+def test_clean_up_is_ddim_from_the_renoised_sample():
+    """A denoiser that knows the data is one point z brings any re-noised sample to z exactly: the tail's DDIM steps
+    (to ᾱ = 1 at the end) are consistent with the noise level it re-noised to."""
+    from noveltynets.sampling.loop import clean_up
+    z = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+    spy = TailSpy(None, point=z)
+    x0 = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    out = clean_up(spy, x0, [7, 8], {"classes": torch.tensor([3, 3])}, ALPHAS, [999, 499, 250, 120, 40], 0.3, 1000)
+    assert spy.ts == [250, 120, 40]
+    assert torch.allclose(out, z.expand_as(out), atol=1e-4)
+    assert torch.equal(clean_up(spy, x0, [7, 8], {}, ALPHAS, [999, 499], 0.3, 1000), x0)  # no timestep below: untouched
+
+
+def test_clean_is_checked_before_any_work():
+    from noveltynets.sampling import SamplingConfig
+    from noveltynets.sampling.loop import check_clean
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(NoveltynetsError, match=r"^clean must be a number in \[0, 1\]"):
+            SamplingConfig(clean=bad)
+    check_clean(0.05, make_scheduler("ddim", dict(build_scheduler().config), 50))  # last timestep 19: fine
+    with pytest.raises(NoveltynetsError, match=r"clean 0.05 is below the run's last timestep \(99 of 1000\): give at least 0.1"):
+        check_clean(0.05, make_scheduler("ddim", dict(build_scheduler().config), 10))
+    assert "clean=0.05" in SamplingConfig(clean=0.05).key() and "clean" not in SamplingConfig().key()

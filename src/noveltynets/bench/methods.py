@@ -82,8 +82,9 @@ class Method:
         self.temp = self._pop("temp", float, 1.0)
         self.memory = self._pop("memory", str, "continued")
         self.grad = self._pop("grad", str, "x0")
-        if self.cfg < 0 or self.eta < 0 or not self.temp > 0:
-            raise NoveltynetsError(f"method {self.spec!r}: cfg and eta must be non-negative and temp positive")
+        self.clean = self._pop("clean", float, 0.0)
+        if self.cfg < 0 or self.eta < 0 or not self.temp > 0 or not 0 <= self.clean <= 1:
+            raise NoveltynetsError(f"method {self.spec!r}: cfg and eta must be non-negative, temp positive and clean in [0, 1]")
         if self.grad not in ("x0", "exact"):
             raise NoveltynetsError(f"method {self.spec!r}: grad must be x0 (cheap) or exact, got {self.grad!r}")
         if self.memory not in MEMORY_MODES:
@@ -128,7 +129,7 @@ class Method:
     def config(self, ctx: Context, klass: int | None) -> SamplingConfig:
         """The sampling config of this method's runs of class ``klass``."""
         return SamplingConfig(klass, self.cfg, ctx.steps, "ddim", self.eta, self.temp, ctx.batch_size, ctx.device, self.grad,
-                              self.ranks_for(ctx), self.rank_scale)
+                              self.ranks_for(ctx), self.rank_scale, self.clean)
 
     def attach_session(self, ctx: Context, klass: int, built: list) -> None:
         """Histories for this run only, where one must be made: a novelty memory with its reference pool
@@ -165,7 +166,7 @@ class Plain(Method):
     def __init__(self, spec: str):
         super().__init__(spec)
         if self.settings:
-            raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta, temp, grad")
+            raise NoveltynetsError(f"method 'plain' has no setting {next(iter(self.settings))!r}; settings: cfg, eta, temp, grad, clean")
 
     def generate(self, ctx, klass, seeds, built):
         out = self._sample(ctx, klass, seeds)
@@ -259,7 +260,7 @@ class Distilled(GuidanceMethod):
         self.rank_scale = self._pop("rank_scale", float, 1.0)
         if self.settings:
             raise NoveltynetsError(f"method 'distilled' has no setting {next(iter(self.settings))!r}; settings: model, ranks, "
-                                   "rank_scale, cfg, eta, temp, grad")
+                                   "rank_scale, cfg, eta, temp, grad, clean")
         in_range(f"method {self.spec!r}: rank_scale", self.rank_scale, 0, 100)
         if not self.model_path:
             raise NoveltynetsError(f"method {self.spec!r}: give the distilled model, distilled:model=DIR (noveltynets distill train)")

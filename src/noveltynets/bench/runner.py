@@ -16,7 +16,10 @@ import torch
 from .. import metrics
 from ..data import load_mnist5k, load_split
 from ..errors import NoveltynetsError
+from ..models import build_scheduler
 from ..models.embedder import load_eval_embedder
+from ..sampling import make_scheduler
+from ..sampling.loop import check_clean
 from .methods import Context, Method, parse_method
 
 UNCOND = "uncond"  # the "class" of unconditional sampling: judged against all real images
@@ -52,6 +55,11 @@ class BenchConfig:
         methods = [parse_method(m) for m in self.methods]
         if not any(m.spec == "plain" for m in methods):  # the baseline of every ratio
             methods.insert(0, parse_method("plain"))
+        for m in methods:  # a clean-up no timestep of the run lies below: said now, not after the first runs
+            try:
+                check_clean(m.clean, make_scheduler("ddim", dict(build_scheduler().config), self.steps))
+            except NoveltynetsError as e:
+                raise NoveltynetsError(f"method {m.spec!r}: {e}") from None
         labels = [m.label for m in methods]
         if len(set(labels)) != len(labels):
             raise NoveltynetsError(f"a method is listed twice: {labels}")

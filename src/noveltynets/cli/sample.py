@@ -30,6 +30,9 @@ def sample(
     scheduler: str = typer.Option("ddim", "--scheduler", help="ddim, ddpm, dpm++ or unipc."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Initial-noise temperature (scales the starting noise; 1 = off)."),
+    clean: float = typer.Option(0.0, "--clean", help="Re-noise each finished sample to this fraction of the noise scale and "
+                                "denoise it again without guidance (0 = off; 0.05 = the last 2 of 50 DDIM steps): the model "
+                                "repairs what a late guidance push left off the data, the layout stays."),
     guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, minority-mix, minority-self, point); repeatable."),
     filter_spec: Optional[str] = typer.Option(None, "--filter", "-f", help="Outer-loop filter NAME[:key=value,...]: oversample, knn-filter, lsh-filter."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
@@ -67,7 +70,7 @@ def sample(
     from ..memory.store import check_name, default_store_path
     from ..models import load_model
     from ..sampling import make_scheduler, parse_ranks, parse_seeds
-    from ..sampling.loop import check_ranks
+    from ..sampling.loop import check_clean, check_ranks
     from ..session import open_session, parse_guide
 
     t_start = time.perf_counter()
@@ -102,13 +105,17 @@ def sample(
         refuse_options_for_existing(store or default_store_path(), memory)
     config = _config(klass=klass, cfg=cfg, steps=steps, scheduler=scheduler, eta=eta, temperature=temperature,
                      batch_size=batch_size, device=dev, grad_mode=grad_mode, ranks=tuple(rank_list) if rank_list else None,
-                     rank_scale=rank_scale)
+                     rank_scale=rank_scale, clean=clean)
     terms = [parse_guide(spec) for spec in guide]
     t_load = time.perf_counter()
     m = load_model(model, device="cpu" if distributed else dev)  # each worker moves its copy to the device
     load_s = time.perf_counter() - t_load
     _check_class(m, klass)
-    make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
+    run_scheduler = make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
+    try:
+        check_clean(clean, run_scheduler)
+    except NoveltynetsError as e:
+        raise option_error(e) from None
     check_ranks(m, config.ranks)
     if memory is not None or any(t.name == "novelty" for t in terms):  # the session opens the store
         _refuse_inside(out, store or default_store_path(), "the memory store")

@@ -29,6 +29,7 @@ class SamplingConfig:
     grad_mode: str = "x0"  # guidance gradients: "x0" (cheap) or "exact" (a backward pass through the denoiser)
     ranks: tuple[int, ...] | None = None  # a distilled model's rank index: sample i gets ranks[i % len(ranks)]
     rank_scale: float = 1.0  # rank guidance: the rank's effect on eps taken this many times (1: as trained; needs ranks)
+    clean: float = 0.0  # > 0: re-noise each finished sample to clean·T and denoise it again unguided (sampling.clean_up)
 
     def __post_init__(self):
         if self.steps <= 0:
@@ -45,6 +46,7 @@ class SamplingConfig:
                 raise NoveltynetsError(f"ranks must be positive integers (1 = the first rank bin), got {self.ranks}")
             object.__setattr__(self, "ranks", tuple(self.ranks))
         in_range("rank_scale", self.rank_scale, 0, 100)
+        in_range("clean", self.clean, 0, 1)
         if self.rank_scale != 1 and self.ranks is None:
             raise NoveltynetsError(f"rank_scale scales a distilled model's ranks: give ranks too (got rank_scale={self.rank_scale} without ranks)")
 
@@ -64,6 +66,8 @@ class SamplingConfig:
             extra.append(f"ranks={','.join(map(str, self.ranks))}")
         if self.rank_scale != 1:
             extra.append(f"rank_scale={self.rank_scale}")
+        if self.clean:
+            extra.append(f"clean={self.clean}")
         return "|".join([key, *extra])
 
     def to_dict(self) -> dict:

@@ -18,6 +18,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from ..errors import NoveltynetsError
 from ..progress import progress_bar
 from .config import SamplingConfig
+from .seeds import derived_seed
 
 class _DDIMScheduler(DDIMScheduler):
     """diffusers' DDIM, with its eta > 0 variance shrunk by 1e-5 relative. Its step takes
@@ -80,13 +81,44 @@ def renoise(x: torch.Tensor, eps: torch.Tensor, x0_hat: torch.Tensor, alpha_bar:
     return torch.where(hit, alpha_bar.sqrt() * x0_hat + (1 - alpha_bar).sqrt() * eps, x), eps
 
 
+CLEAN_SALT = 777  # the clean-up pass's noise: derived_seed(seed, CLEAN_SALT), apart from every other noise of the seed
+
+
+@torch.no_grad()
+def clean_up(denoiser: Callable, x0: torch.Tensor, seeds: list[int], extra: dict, alphas_cumprod: torch.Tensor,
+             timesteps, frac: float, num_train_timesteps: int) -> torch.Tensor:
+    """Re-noise each finished sample to the first of ``timesteps`` below ``frac``·T (noise from its own seed) and
+    denoise it again with ``denoiser`` alone, by DDIM (eta 0) along the timesteps below: restart sampling's idea
+    (Xu et al., 2023), once, at the end of the run and without guidance. The layout, decided long before, stays;
+    the model repairs the fine detail a late guidance push left off the data. Returns x0 in [-1, 1]."""
+    tail = [int(t) for t in timesteps if int(t) < frac * num_train_timesteps]
+    if not tail:
+        return x0
+    xi = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(derived_seed(s, CLEAN_SALT)))
+                      for s in seeds]).to(x0.device, x0.dtype)
+    a = alphas_cumprod[tail[0]]
+    x = a.sqrt() * x0 + (1 - a).sqrt() * xi
+    for k, t in enumerate(tail):
+        eps = denoiser(x, torch.full((len(seeds),), t, device=x.device, dtype=torch.long), extra)
+        a = alphas_cumprod[t]
+        x0_hat = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+        eps = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
+        a_next = alphas_cumprod[tail[k + 1]] if k + 1 < len(tail) else torch.ones_like(a)
+        x = a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
+    return x.clamp(-1, 1)
+
+
 @torch.no_grad()  # guidance terms that need gradients turn them on themselves
 def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Tensor, shape: tuple[int, ...],
                  eta: float = 0.0, clip: bool = True, callback: Callable[[dict], None] | None = None,
-                 device: str | torch.device = "cpu", temperature: float = 1.0, ranks: torch.Tensor | None = None) -> torch.Tensor:
+                 device: str | torch.device = "cpu", temperature: float = 1.0, ranks: torch.Tensor | None = None,
+                 clean: float = 0.0) -> torch.Tensor:
     """Denoise one batch from its seeds; ``model(x, t, extra) -> eps``. Returns x0 in [-1, 1].
 
     ``ranks`` (B,), a distilled model's rank of each sample, reaches the model as ``extra["ranks"]``.
+
+    ``clean`` > 0: a last, unguided clean-up below ``clean``·T (:func:`clean_up`) with the model that a guided
+    model wraps (``model.eps_model``), before the batch is returned (and shown to the terms).
 
     ``temperature`` scales the initial noise (< 1: samples nearer the modes, > 1: further out).
 
@@ -121,6 +153,10 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
             callback({"x": x, "i": i, "t": int(t), "eps": eps, "x0_hat": x0_hat})
         # 4. scheduler step with the per-sample generators
         x = scheduler.step(eps, t, x, **step_kw).prev_sample
+    if clean:
+        extra = {"classes": classes, "num_steps": len(timesteps), "seeds": seeds, **({} if ranks is None else {"ranks": ranks})}
+        return clean_up(getattr(model, "eps_model", model), x.clamp(-1, 1), seeds, extra, alphas_cumprod, timesteps, clean,
+                        int(scheduler.config.num_train_timesteps))
     return x.clamp(-1, 1)
 
 
@@ -143,7 +179,8 @@ class SampleRun:
 def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: list[int], classes: list[int],
              shape: tuple[int, ...], batch_size: int = 16, eta: float = 0.0, clip: bool = True,
              device: str | torch.device = "cpu", show_progress: bool = False,
-             callback: Callable[[dict], None] | None = None, temperature: float = 1.0, ranks: list[int] | None = None) -> SampleRun:
+             callback: Callable[[dict], None] | None = None, temperature: float = 1.0, ranks: list[int] | None = None,
+             clean: float = 0.0) -> SampleRun:
     """Sample ``len(seeds)`` images in batches. A model with a batch lifecycle (:class:`GuidedModel`)
     is told ``start_batch()`` before each batch and ``end_batch(x0, info)`` after it (so memories learn).
     ``ranks``: a distilled model's rank of each seed (see :class:`~noveltynets.sampling.CFGDenoiser`)."""
@@ -159,7 +196,7 @@ def generate(model: Callable, scheduler_factory: Callable[[], object], seeds: li
                 start_batch()
             t0 = time.perf_counter()
             x0 = sample_batch(model, scheduler_factory(), s, c, shape, eta=eta, clip=clip, callback=callback, device=device,
-                              temperature=temperature, ranks=r)
+                              temperature=temperature, ranks=r, clean=clean)
             if end_batch is not None:
                 end_batch(x0, {"seeds": s, "classes": c.to(x0.device), **({} if r is None else {"ranks": r})})
             if x0.device.type == "cuda":
@@ -181,7 +218,8 @@ def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show
     from .guided import CFGDenoiser, GuidedModel
 
     config = config or SamplingConfig()
-    make_scheduler(config.scheduler, model.scheduler_config, config.steps)  # validate before any work
+    scheduler = make_scheduler(config.scheduler, model.scheduler_config, config.steps)  # validate before any work
+    check_clean(config.clean, scheduler)
     check_ranks(model, config.ranks)
     eps_model = CFGDenoiser(model.unet, config.cfg_used, rank_stride=getattr(model, "rank_stride", 0), rank_scale=config.rank_scale)
     if guidance:
@@ -190,7 +228,15 @@ def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show
     return generate(eps_model, lambda: make_scheduler(config.scheduler, model.scheduler_config, config.steps), list(seeds),
                     classes, model.image_shape, config.batch_size, eta=config.eta, device=config.device,
                     show_progress=show_progress, callback=callback, temperature=config.temperature,
-                    ranks=config.ranks_of(len(seeds)))
+                    ranks=config.ranks_of(len(seeds)), clean=config.clean)
+
+
+def check_clean(clean: float, scheduler) -> None:
+    """Refuse a clean-up fraction that no timestep of the run lies below (it would clean nothing)."""
+    last = int(scheduler.timesteps[-1])
+    if clean and last >= clean * scheduler.config.num_train_timesteps:
+        raise NoveltynetsError(f"clean {clean:g} is below the run's last timestep ({last} of {scheduler.config.num_train_timesteps}): "
+                               f"give at least {(last + 1) / scheduler.config.num_train_timesteps:g} or more steps")
 
 
 def check_ranks(model, ranks) -> None:
