@@ -1,4 +1,4 @@
-"""Does a clean-up pass (clean.py: re-noise to FRAC·T, denoise unguided) keep a late memory push's near-dup cut and
+"""Does a clean-up pass (``SamplingConfig(clean=FRAC)``: re-noise to FRAC·T, denoise unguided) keep a late memory push's near-dup cut and
 give back its precision? One continued memory learns runs 1..H of N (TERM_JSON, default weight 2 pushed to 0.95);
 run H+1 is then made from copies of that memory with each FRAC (0: no clean-up), same seeds, same history.
 
@@ -12,7 +12,6 @@ import time
 
 import torch
 
-from clean import sample_clean
 from noveltynets.bench.runner import Judge
 from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
 from noveltynets.guidance import NoveltyGuidance
@@ -38,7 +37,7 @@ seeds = range(H * N, (H + 1) * N)
 for name, terms in ([] if os.environ.get("NOPLAIN") else [("plain", lambda: [])]) + [("cont", lambda: [NoveltyGuidance(**tc, memory=copy.deepcopy(mem), embedder=emb)])]:
     for frac in fracs:
         t0 = time.time()
-        run = sample_clean(model, seeds, config, terms(), frac) if frac else sample(model, seeds, config, terms())
+        run = sample(model, seeds, config.replace(clean=frac), terms())
         m = judge(run.images, hist)
         print(json.dumps({"class": klass, "run": H + 1, "history": len(hist), "method": name, "clean": frac, **tc,
                           "seconds": round(time.time() - t0, 1),

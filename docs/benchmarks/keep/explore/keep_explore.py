@@ -12,8 +12,8 @@ trajectories; seeds apart from every other), so each memory also knows where pla
 topped up with as many plain samples as cont has observed since. Env EMB=SPEC: the memory's
 embedder (a library spec, or twin:DIR for the judge's twin, a ceiling measurement only). Env SAVE=DIR: each run's images go to
 DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later. Env CLEAN=FRAC: every
-guided method's samples get clean.py's clean-up pass (re-noised to FRAC·T, denoised unguided) before the memory and
-the judge see them; plain is left as it is.
+guided method's samples get the sampler's clean-up (``SamplingConfig(clean=FRAC)``: re-noised to FRAC·T, denoised
+unguided) before the memory and the judge see them; plain and the controls' plain samples are left as they are.
 """
 
 import json
@@ -36,8 +36,6 @@ from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
 from noveltynets.sampling import SamplingConfig, sample
 from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
-
-from clean import sample_clean
 
 UNREL_SEEDS = 2 * 10**12
 SEED_SEEDS = 3 * 10**12
@@ -81,7 +79,7 @@ def main():
     emb = guidance_embedder(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
     config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
-    guided_config = config.replace(grad_mode=os.environ.get("GRAD", "x0"))  # the guided methods' gradient mode
+    guided_config = config.replace(grad_mode=os.environ.get("GRAD", "x0"), clean=float(os.environ.get("CLEAN", 0)))  # the guided methods' gradient mode and clean-up
     term0 = NoveltyGuidance(**tc)
     traj = term0.observed_steps(steps) if term0.trajectory else []
     pool_n = int(os.environ.get("POOL", 128))
@@ -153,11 +151,7 @@ def main():
                     st["term"] = RepelGuidance(**json.loads(os.environ.get("REPEL", "{}")))
                 terms = [st["term"]]
             t1 = time.time()
-            frac = float(os.environ.get("CLEAN", 0))
-            if terms and frac:
-                run = sample_clean(model, seeds, guided_config, terms, frac)
-            else:
-                run = sample(model, seeds, guided_config if terms else config, terms)
+            run = sample(model, seeds, guided_config if terms else config, terms)
             secs = time.time() - t1
             hist = torch.cat(st["images"]) if st["images"] else None
             m = judge(run.images, hist)
