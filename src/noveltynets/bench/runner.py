@@ -55,7 +55,7 @@ class BenchConfig:
         methods = [parse_method(m) for m in self.methods]
         if not any(m.spec == "plain" for m in methods):  # the baseline of every ratio
             methods.insert(0, parse_method("plain"))
-        for m in methods:  # a clean-up no timestep of the run lies below: said now, not after the first runs
+        for m in (m for m in methods if m.clean):  # a clean-up no timestep of the run lies below: said now, not after runs
             try:
                 check_clean(m.clean, make_scheduler("ddim", dict(build_scheduler().config), self.steps))
             except NoveltynetsError as e:

@@ -30,7 +30,7 @@ def sample(
     scheduler: str = typer.Option("ddim", "--scheduler", help="ddim, ddpm, dpm++ or unipc."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Initial-noise temperature (scales the starting noise; 1 = off)."),
-    clean: float = typer.Option(0.0, "--clean", help="Re-noise each finished sample to this fraction of the noise scale and "
+    clean: float = typer.Option(0.0, "--clean", help="Re-noise each finished sample to this fraction of the model's T timesteps and "
                                 "denoise it again without guidance (0 = off; 0.05 = the last 2 of 50 DDIM steps): the model "
                                 "repairs what a late guidance push left off the data, the layout stays."),
     guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, minority-mix, minority-self, point); repeatable."),
