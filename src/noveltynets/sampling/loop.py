@@ -131,11 +131,10 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     timesteps = scheduler.timesteps
     step_kw = _step_kwargs(scheduler, gens, eta)
+    batch = {"classes": classes, "num_steps": len(timesteps), "seeds": seeds, **({} if ranks is None else {"ranks": ranks})}
     for i, t in enumerate(timesteps):
         tt = torch.full((len(seeds),), int(t), device=device, dtype=torch.long)
-        extra = {"classes": classes, "i": i, "num_steps": len(timesteps), "seeds": seeds}
-        if ranks is not None:
-            extra["ranks"] = ranks
+        extra = {**batch, "i": i}
         # 1. (guided) noise prediction, and the share of noise the model asks to re-draw
         out = model(x, tt, extra)
         eps, rho = out if isinstance(out, tuple) else (out, None)
@@ -154,8 +153,7 @@ def sample_batch(model: Callable, scheduler, seeds: list[int], classes: torch.Te
         # 4. scheduler step with the per-sample generators
         x = scheduler.step(eps, t, x, **step_kw).prev_sample
     if clean:
-        extra = {"classes": classes, "num_steps": len(timesteps), "seeds": seeds, **({} if ranks is None else {"ranks": ranks})}
-        return clean_up(getattr(model, "eps_model", model), x.clamp(-1, 1), seeds, extra, alphas_cumprod, timesteps, clean,
+        return clean_up(getattr(model, "eps_model", model), x.clamp(-1, 1), seeds, batch, alphas_cumprod, timesteps, clean,
                         int(scheduler.config.num_train_timesteps))
     return x.clamp(-1, 1)
 
