@@ -49,6 +49,14 @@ def test_a_session_guides_and_learns_through_the_pipeline(pipe, model, tmp_path)
     assert ((second - first).flatten(1).norm(dim=1) > 1.0).all(), (second - first).flatten(1).norm(dim=1)
 
 
+def test_the_clean_up_is_the_samplers(pipe, model):
+    kw = dict(class_labels=7, seeds=[0, 1], num_inference_steps=STEPS, output_type="pt")
+    term = parse_guide("minority-self:scale=0.5")
+    got = pipe(guidance=[term], clean=0.4, **kw).images  # two unguided steps, 332 and 166, after the run
+    assert torch.equal(got, sample(model, [0, 1], SamplingConfig(klass=7, steps=STEPS, clean=0.4), [term]).images)
+    assert not torch.allclose(got, pipe(guidance=[term], **kw).images, atol=1e-2)
+
+
 def test_the_native_pipeline_serves_terms_that_call_the_denoiser(pipe, model):
     kw = dict(class_labels=7, seeds=[0, 1], num_inference_steps=STEPS, output_type="pt")
     term = parse_guide("minority-self:scale=0.5")
@@ -77,6 +85,10 @@ def test_bad_calls_are_clear(pipe):
         pipe(class_labels=1, seeds=[0], generator=[torch.Generator()], num_inference_steps=STEPS)
     with pytest.raises(NoveltynetsError, match="output_type"):
         pipe(class_labels=1, seeds=[0], num_inference_steps=STEPS, output_type="jpeg")
+    with pytest.raises(NoveltynetsError, match=r"clean must be a number in \[0, 1\]"):
+        pipe(class_labels=1, seeds=[0], num_inference_steps=STEPS, clean=2.0)
+    with pytest.raises(NoveltynetsError, match="below the run's last timestep"):
+        pipe(class_labels=1, seeds=[0], num_inference_steps=STEPS, clean=0.1)
 
 
 # -- any pipeline: tiny random components built in code -------------------------------------------------------------

@@ -112,6 +112,29 @@ def test_the_service_wide_memory_is_fed_by_everyone_and_read_as_counts_only(serv
     assert alice.post("/v1/memories/service/reset").status_code == 403
 
 
+def test_clean_reaches_the_sampler_as_in_the_library(alice):
+    """A job's clean-up is the library's: the same seeds give the same images as `sample(..., clean=0.5)`, not the plain ones."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from noveltynets.data import to_uint8
+    from noveltynets.models import load_model
+    from noveltynets.sampling import SamplingConfig, sample
+
+    body = {**FAST, "scope": "session", "guide": [], "seed": 11}
+    done = wait_job(alice, alice.post("/v1/generate", json={**body, "clean": 0.5}).json()["job"])
+    assert done["status"] == "done", done
+    got = np.stack([np.asarray(Image.open(io.BytesIO(alice.get(f"/v1/images/{i}").content))) for i in done["images"]])
+    model = load_model()
+    want = {c: to_uint8(sample(model, [11, 12], SamplingConfig(klass=7, cfg=2.0, steps=3, batch_size=2, clean=c)).images).astype(int)
+            for c in (0.0, 0.5)}
+    got = got.reshape(want[0.5].shape).astype(int)
+    assert np.abs(got - want[0.5]).max() <= 1  # threads may round a pixel differently
+    assert np.abs(got - want[0.0]).max() > 16
+
+
 @pytest.mark.parametrize("body, status, says", [
     ({"class": 12, "n": 2}, 422, "class"),
     ({"class": 7, "n": 17}, 422, "at most 16"),
@@ -130,6 +153,8 @@ def test_the_service_wide_memory_is_fed_by_everyone_and_read_as_counts_only(serv
     ({"class": 7, "n": 2, "scope": "service", "guide": []}, 422, "history"),
     ({"class": 7, "n": 2, "unknown": 1}, 422, "unknown"),
     ({"class": 7, "n": 2, "seed": -1}, 422, "seed"),
+    ({"class": 7, "n": 2, "clean": 1.5}, 422, "clean"),
+    ({"class": 7, "n": 2, "steps": 3, "clean": 0.2}, 422, "below the run's last timestep"),
 ])
 def test_every_bad_request_is_a_4xx_with_a_json_error(alice, body, status, says):
     r = alice.post("/v1/generate", json=body)

@@ -38,7 +38,8 @@ from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS, DiffusionModel, load_model
 from ..sampling import CFGDenoiser, GuidedModel, SamplingConfig, generate
-from ..sampling.loop import SCHEDULERS, make_scheduler
+from ..sampling.loop import SCHEDULERS, check_clean, make_scheduler
+from ..spec import in_range
 
 
 class NoveltyDDIMPipeline(DiffusionPipeline):
@@ -100,13 +101,17 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, class_labels: int | list[int] | None = None, seeds=None, generator=None, num_inference_steps: int = 50,
                  guidance_scale: float = 2.0, eta: float = 0.0, novelty=None, guidance=(), batch_size: int = 16,
-                 output_type: str = "pil", return_dict: bool = True):
+                 output_type: str = "pil", return_dict: bool = True, clean: float = 0.0):
         """``class_labels``: one class for all, one per image, or None (unconditional); ``seeds`` (or ``generator``:
         a list of ``torch.Generator``, one per image, whose initial seeds are used) fix each image's noise;
         ``novelty``: a session whose terms guide and whose history learns the images; ``guidance``: further terms.
-        ``output_type``: "pil", "np" (N, H, W, C) in [0, 1] or "pt" (N, C, H, W) in [-1, 1]."""
+        ``output_type``: "pil", "np" (N, H, W, C) in [0, 1] or "pt" (N, C, H, W) in [-1, 1]; ``clean`` > 0: an unguided
+        clean-up of each finished image below ``clean``·T (the CLI's ``--clean``, :func:`noveltynets.sampling.loop.clean_up`)."""
         if output_type not in ("pil", "np", "pt"):  # before any sampling
             raise NoveltynetsError(f"output_type must be pil, np or pt, got {output_type!r}")
+        in_range("clean", clean, 0, 1)
+        schedulers = self._scheduler_factory(num_inference_steps)
+        check_clean(clean, schedulers())
         seeds = _seeds(seeds, generator, class_labels)
         labels = class_labels if isinstance(class_labels, (list, tuple)) else [class_labels] * len(seeds)
         if len(labels) != len(seeds):
@@ -119,8 +124,8 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
             term.check_model(self.as_model())
         if terms:
             eps_model = GuidedModel(eps_model, terms, self.scheduler.alphas_cumprod)
-        run = generate(eps_model, self._scheduler_factory(num_inference_steps), seeds, classes, self.as_model().image_shape,
-                       batch_size, eta=eta, device=self.device)
+        run = generate(eps_model, schedulers, seeds, classes, self.as_model().image_shape, batch_size, eta=eta, device=self.device,
+                       clean=clean)
         images = run.images
         if output_type == "pt":
             out = images

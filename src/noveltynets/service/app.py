@@ -35,6 +35,7 @@ from ..memory.store import MemoryStore, check_name
 from ..models import load_model
 from ..models.embedder import load_eval_embedder
 from ..sampling import SamplingConfig
+from ..sampling.loop import check_clean, make_scheduler
 from ..session import history_owners, open_session, parse_guide
 from .db import FINAL, ServiceDB
 from .jobs import QueueFull, Scheduler
@@ -51,6 +52,8 @@ class GenerateRequest(BaseModel):
     n: int = Field(8, ge=1, description="images (at most the service's cap)")
     cfg: float = Field(2.0, ge=0, le=20, description="classifier-free guidance scale")
     steps: int = Field(20, ge=1, le=200, description="DDIM steps")
+    clean: float = Field(0.0, ge=0, le=1, description="> 0: re-noise each finished image to this fraction of the model's T "
+                                                      "timesteps and denoise it again unguided (the CLI's --clean)")
     guide: list[str] = Field(["novelty"], max_length=4, description="guidance terms, as the CLI's --guide specs ([] = plain)")
     memory: str | None = Field(None, max_length=64, description="the user's memory (scope user; default 'default')")
     scope: Literal["session", "user", "service"] = Field("user", description="session: this job only; user: the user's named "
@@ -118,6 +121,10 @@ class Service:
         if req.n > self.max_n:
             raise HTTPException(422, f"n must be at most {self.max_n} on this service, got {req.n}")
         try:
+            check_clean(req.clean, make_scheduler(SamplingConfig().scheduler, self.model.scheduler_config, req.steps))
+        except NoveltynetsError as e:
+            raise HTTPException(422, str(e)) from None
+        try:
             terms = [parse_guide(g) for g in req.guide]
         except NoveltynetsError as e:
             raise HTTPException(422, str(e)) from None
@@ -164,7 +171,7 @@ class Service:
 
     def _sample(self, job: str, user: str, req: dict, memory: str | None):
         klass, n = req["class"], req["n"]
-        config = SamplingConfig(klass=klass, cfg=req["cfg"], steps=req["steps"], batch_size=min(16, n))
+        config = SamplingConfig(klass=klass, cfg=req["cfg"], steps=req["steps"], batch_size=min(16, n), clean=req.get("clean", 0.0))
         terms = [parse_guide(g) for g in req["guide"]]
         keeps = bool(history_owners(terms, None))
         name = self.store_name(user, req["scope"], memory, klass) if keeps else None
