@@ -58,6 +58,19 @@ def test_clean_up_is_applied_and_recorded(tmp_path):
     assert json.loads((b / "manifest.json").read_text())["settings"]["clean"] == 0.4
 
 
+def test_novelty_asks_for_its_clean_up_and_the_manifest_says_what_ran(tmp_path):
+    def clean_after(name, *args):
+        r = invoke("sample", "--class", 7, "--seeds", "0-1", "--no-progress", "--out", tmp_path / name, *args)
+        assert r.exit_code == 0, r.output
+        return json.loads((tmp_path / name / "manifest.json").read_text())["settings"]["clean"]
+
+    assert clean_after("late", "--steps", 20, "--guide", "novelty") == 0.05  # its push to the end, then 1 step (t=49) unguided
+    assert clean_after("off", "--steps", 20, "--guide", "novelty:repair=0") == 0.0
+    assert clean_after("early", "--steps", 20, "--guide", "novelty:memory_stop=0.5") == 0.0
+    assert clean_after("coarse", "--steps", 3, "--guide", "novelty") == 0.0  # no timestep below 0.05·T: none
+    assert clean_after("own", "--steps", 20, "--guide", "novelty", "--clean", 0.2) == 0.2
+
+
 def test_unconditional_sampling_and_guidance_are_recorded(tmp_path):
     out = tmp_path / "u"
     r = invoke("sample", "--n", 3, "--guide", "point:scale=0.5,target=1", "--out", out, *FAST)

@@ -1,6 +1,7 @@
 """The refactors change no image: fixed-seed runs of the shipped model, novelty with a memory that learns
 between batches and across two runs of one named memory, against images saved before the session-API refactor
-(``python tests/test_golden.py --write`` wrote them; rewrite them only for a change that is meant to change images)."""
+(``python tests/test_golden.py --write`` wrote them; rewrite them only for a change that is meant to change images:
+last rewritten when novelty's memory push went to the end of the run, with its clean-up, on 2026-12-07)."""
 
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from noveltynets.cli import app
 
 GOLDEN = Path(__file__).parent / "data" / "golden_novelty.npz"
-COMMON = ["sample", "--class", "7", "--steps", "12", "--batch-size", "4", "--no-progress"]
+COMMON = ["sample", "--class", "7", "--steps", "20", "--batch-size", "4", "--no-progress"]  # 20: novelty's clean-up runs (t=49)
 RUNS = {  # name -> extra arguments; the two "memory" runs continue one named memory in one store
     "session": ["--seeds", "0-7", "--guide", "novelty"],
     "memory1": ["--seeds", "0-7", "--guide", "novelty", "--memory", "golden"],

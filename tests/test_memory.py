@@ -232,7 +232,7 @@ def test_the_memory_part_acts_only_in_its_window_of_the_run(data, trained):
 def test_novelty_term_config_and_parse():
     term = parse_guide("novelty:scale=0.2,batch_weight=0,memory_weight=1")
     assert term.to_dict() == {"name": "novelty", "scale": 0.2, "start": 0.0, "stop": 0.95, "memory_weight": 1.0,
-                              "memory_start": 0.0, "memory_stop": 0.5, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
+                              "memory_start": 0.0, "memory_stop": 0.95, "repair": 0.05, "batch_weight": 0.0, "objective": "unseen", "renoise_rho": 0.0, "renoise_threshold": 0.5,
                               "renoise_stop": 0.8, "trajectory": True, "trajectory_points": 8}
     assert NoveltyGuidance.from_dict(term.to_dict()) == term
     assert parse_guide("novelty:trajectory=false").trajectory is False

@@ -315,6 +315,48 @@ def test_clean_up_reruns_the_last_timesteps_unguided_from_the_seed_and_terms_see
     assert torch.equal(run(tiny_cfg, make, [3, 4, 5], 3, clean=0.0), plain)  # 0: off
 
 
+def test_a_term_may_ask_for_the_clean_up_and_the_samplers_own_wins():
+    """``clean`` 0: the largest clean-up a term asks for (novelty: ``repair`` after a memory push into the run's last
+    tenth), none where no timestep lies below it; ``clean`` > 0 wins (and is checked)."""
+    from noveltynets.guidance import NoveltyGuidance
+    from noveltynets.sampling.loop import clean_of
+
+    fifty, ten = (make_scheduler("ddim", dict(build_scheduler().config), n) for n in (50, 10))  # last timesteps 19 and 99
+    late = NoveltyGuidance()
+    assert late.memory_stop == 0.95 and late.clean_up() == 0.05 and clean_of(0.0, [late], fifty) == 0.05
+    for off in (NoveltyGuidance(memory_stop=0.5), NoveltyGuidance(repair=0), NoveltyGuidance(memory_weight=0),
+                NoveltyGuidance(stop=0.5), NoveltyGuidance(scale=0)):
+        assert off.clean_up() == 0.0 and clean_of(0.0, [off], fifty) == 0.0, off
+    assert clean_of(0.0, [NoveltyGuidance(repair=0.2), late], fifty) == 0.2  # the largest asked
+    assert clean_of(0.0, [late], ten) == 0.0  # no timestep below 0.05·T: none, not an error
+    assert clean_of(0.3, [late], fifty) == 0.3 and clean_of(0.3, [], fifty) == 0.3
+    with pytest.raises(NoveltynetsError, match="below the run's last timestep"):
+        clean_of(0.05, [late], ten)
+    with pytest.raises(NoveltynetsError, match=r"repair must be a number in \[0, 1\]"):
+        NoveltyGuidance(repair=1.5)
+
+
+def test_sample_gives_a_term_the_clean_up_it_asks_for(tiny_unet, tmp_path):
+    """What a term asks for is what ``SamplingConfig.clean`` gives; the guidance itself is inert here (scale 0)."""
+    from noveltynets.models import DiffusionModel
+    from noveltynets.sampling import SamplingConfig, sample
+
+    tiny_model = DiffusionModel(tiny_unet, dict(build_scheduler().config), "tiny@0", tmp_path)
+
+    class AsksForIt(Recorder):
+        name = "test-asks-for-clean-up"
+
+        def clean_up(self):
+            return 0.4
+
+    config = SamplingConfig(klass=3, steps=6)
+    asked = sample(tiny_model, [3, 4], config, [AsksForIt(scale=0.0)]).images
+    assert torch.equal(asked, sample(tiny_model, [3, 4], config.replace(clean=0.4)).images)
+    assert not torch.allclose(asked, sample(tiny_model, [3, 4], config).images, atol=1e-3)
+    assert torch.equal(sample(tiny_model, [3, 4], config.replace(clean=0.7), [AsksForIt(scale=0.0)]).images,
+                       sample(tiny_model, [3, 4], config.replace(clean=0.7)).images)  # the sampler's own wins
+
+
 def test_clean_up_is_ddim_from_the_renoised_sample():
     """A denoiser that knows the data is one point z brings any re-noised sample to z exactly: the tail's DDIM steps
     (to ᾱ = 1 at the end) are consistent with the noise level it re-noised to."""

@@ -3,6 +3,8 @@
     python docs/benchmarks/keep/tables.py docs/benchmarks/keep/cpu_6x128/results.json > docs/benchmarks/keep/cpu_6x128/tables.md
     python docs/benchmarks/keep/tables.py --headline docs/benchmarks/keep/cpu_6x128/results.json   # the README's table
     python docs/benchmarks/keep/tables.py A/results.json B/results.json   # several: the first row of a class/setting/run wins
+    python docs/benchmarks/keep/tables.py --novelty memory_stop=0.95,clean=0.05 ...   # the continued memory and its
+                                  # controls with these settings (novelty:SETTINGS, novelty:memory=fresh,SETTINGS, ...)
 
 Targets (issue 18): from run 3 on, the continued memory's near-dup rate ≤ 0.7× the fresh and the unrelated
 controls' at precision within 0.02 of them and adherence ≥ 0.95; in every run ≤ 2× the real-data floor; ≤ 1.1×
@@ -16,6 +18,12 @@ from collections import defaultdict
 from pathlib import Path
 
 NOVELTY, FRESH, UNREL = "novelty", "novelty:memory=fresh", "novelty:memory=unrelated"
+
+
+def use_settings(extra: str) -> None:
+    """Judge the continued memory and its controls at ``extra`` (method settings after novelty's memory=)."""
+    global NOVELTY, FRESH, UNREL
+    NOVELTY, FRESH, UNREL = f"novelty:{extra}", f"novelty:memory=fresh,{extra}", f"novelty:memory=unrelated,{extra}"
 
 
 def load(path: Path) -> list[dict]:
@@ -114,7 +122,7 @@ def main(paths: list[Path]) -> None:
                                f"{a['near_dup']:.3f} vs {b['near_dup']:.3f}, precision {a['precision']:.3f} vs {b['precision']:.3f}"))
             limit = 1.3 if r == 1 else 1.15
             checks.append((c, r, f"cost ≤ {limit}×", a["cost_ratio"] <= limit, f"{a['cost_ratio']:.2f}× plain"))
-    print("\n### Targets for `novelty` (the default, continued memory)\n")
+    print(f"\n### Targets for `{NOVELTY}` (the continued memory)\n")
     print("| class | run | target | met | numbers |")
     print("|---|---|---|---|---|")
     for c, r, name, ok, text in checks:
@@ -154,7 +162,11 @@ def pooled(by, classes, settings, first: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--headline":
-        headline(load_all([Path(p) for p in sys.argv[2:]]))
+    args = sys.argv[1:]
+    if args[0] == "--novelty":
+        use_settings(args[1])
+        args = args[2:]
+    if args[0] == "--headline":
+        headline(load_all([Path(p) for p in args[1:]]))
     else:
-        main([Path(p) for p in sys.argv[1:]])
+        main([Path(p) for p in args])

@@ -31,8 +31,9 @@ def sample(
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Initial-noise temperature (scales the starting noise; 1 = off)."),
     clean: float = typer.Option(0.0, "--clean", help="Re-noise each finished sample to this fraction of the model's T timesteps and "
-                                "denoise it again without guidance (0 = off; 0.05 = the last 2 of 50 DDIM steps): the model "
-                                "repairs what a late guidance push left off the data, the layout stays."),
+                                "denoise it again without guidance (0.05 = the last 2 of 50 DDIM steps): the model repairs what a "
+                                "late guidance push left off the data, the layout stays. 0: what the guidance asks for (novelty: "
+                                "its repair, 0.05, after its memory push to the end; novelty:repair=0 turns it off)."),
     guide: List[str] = typer.Option([], "--guide", "-g", help="Guidance term NAME[:key=value,...] (novelty, repel, particle, cads, minority, minority-mix, minority-self, point); repeatable."),
     filter_spec: Optional[str] = typer.Option(None, "--filter", "-f", help="Outer-loop filter NAME[:key=value,...]: oversample, knn-filter, lsh-filter."),
     grad_mode: str = typer.Option("x0", "--grad-mode", help="x0 (cheap) or exact (backward pass through the denoiser)."),
@@ -70,7 +71,7 @@ def sample(
     from ..memory.store import check_name, default_store_path
     from ..models import load_model
     from ..sampling import make_scheduler, parse_ranks, parse_seeds
-    from ..sampling.loop import check_clean, check_ranks
+    from ..sampling.loop import check_ranks, clean_of
     from ..session import open_session, parse_guide
 
     t_start = time.perf_counter()
@@ -113,7 +114,7 @@ def sample(
     _check_class(m, klass)
     run_scheduler = make_scheduler(scheduler, m.scheduler_config, steps)  # validates the scheduler name
     try:
-        check_clean(clean, run_scheduler)
+        clean_used = clean_of(clean, terms, run_scheduler)  # --clean, or the terms' own (novelty's after its late push)
     except NoveltynetsError as e:
         raise option_error(e) from None
     check_ranks(m, config.ranks)
@@ -140,7 +141,7 @@ def sample(
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["noveltynets", *sys.argv[1:]]),
-            "settings": {**config.to_dict(), "n": n, "seeds": seeds or f"0-{n - 1}", "guidance": [t.to_dict() for t in terms],
+            "settings": {**config.to_dict(), "clean": clean_used, "n": n, "seeds": seeds or f"0-{n - 1}", "guidance": [t.to_dict() for t in terms],
                          "filter": {**filt.to_dict(), "generated": run.generated, "kept_seeds": run.seeds} if filt else None,
                          "workers": workers},
             "model": {"id": m.model_id, "path": str(m.path)},

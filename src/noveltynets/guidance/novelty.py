@@ -38,6 +38,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from ..errors import NoveltynetsError
+from ..spec import in_range
 from .base import GuidanceTerm, embedding_step
 from .particle import rbf_repulsion
 
@@ -51,8 +52,11 @@ class NoveltyGuidance(GuidanceTerm):
     # (keep protocol, docs/benchmarks/keep: 0.2 on full pixels left the memory inert across runs; 2 in a 32-d projection,
     # acting to memory_stop, is what makes a continued memory beat a fresh and an unrelated one)
     memory_start: float = 0.0  # the memory part acts from this fraction of the run ...
-    memory_stop: float = 0.5  # the memory part acts until this fraction of the run (and never after ``stop``): the layout is
-    # decided early, and early pushes cut as much as pushes to 0.95 (class 7, keep protocol) at less cost in quality
+    memory_stop: float = 0.95  # the memory part acts until this fraction of the run (and never after ``stop``): pushed to
+    # the end, the memory's own history counts (keep protocol: stopping at 0.5 cut as much as a memory of plain samples)
+    repair: float = 0.05  # with the memory part acting into the run's last tenth, the sampler then re-runs the steps below
+    # repair·T without guidance (sampling.clean_up; its own clean > 0 overrides): the model repairs the detail the late
+    # push left off the data, and gives back most of the precision it cost (docs/benchmarks/keep, ninth part); 0 = off
     batch_weight: float = 5.5  # in-batch RBF repulsion (particle guidance's); 0 = off
     objective: str = "unseen"  # "unseen": weight P(seen) (strong near history only); "seen": weight 1 − P(seen)
     renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
@@ -75,6 +79,7 @@ class NoveltyGuidance(GuidanceTerm):
                                    f"{self.renoise_rho} and {self.renoise_threshold}")
         if not self.start <= self.renoise_stop <= 1:
             raise NoveltynetsError(f"novelty: need start <= renoise_stop <= 1, got renoise_stop={self.renoise_stop}")
+        in_range("novelty: repair", self.repair, 0, 1)
         if self.objective not in ("unseen", "seen"):
             raise NoveltynetsError(f"novelty: objective must be 'unseen' or 'seen', got {self.objective!r}")
         if self.trajectory_points < 0:
@@ -116,6 +121,10 @@ class NoveltyGuidance(GuidanceTerm):
 
     def _memory_acts(self, progress: float) -> bool:
         return self.memory_start <= progress < self.memory_stop
+
+    def clean_up(self) -> float:
+        """``repair`` after a memory push into the run's last tenth (a late push leaves detail the model would not make)."""
+        return self.repair if self.scale and self.memory_weight and min(self.memory_stop, self.stop) > 0.9 else 0.0
 
     def memory_step(self, emb: torch.Tensor) -> torch.Tensor:
         """Δe of the memory part (B, dim): ℓ · P(seen) · (−∇logit/‖∇logit‖) (``objective="seen"``: 1 − P(seen))."""

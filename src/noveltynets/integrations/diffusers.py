@@ -4,7 +4,7 @@ Any pipeline (a UNet or a transformer denoiser whose first two arguments are the
 
     from noveltynets.integrations.diffusers import NoveltyPipelineWrapper
     nv = NoveltyPipelineWrapper(pipe)                           # e.g. a StableDiffusionPipeline
-    nv.open_session(guide=["novelty"], memory="faces", store="memories.sqlite", reference_kwargs=dict(prompt_embeds=...))
+    nv.open_session(memory="faces", store="memories.sqlite", reference_kwargs=dict(prompt_embeds=...))  # guide: novelty, memory part
     images = nv(prompt_embeds=..., num_inference_steps=30).images   # guided; the memory learns the final latents
 
 The wrapper patches the denoiser's ``forward`` for the duration of each call only; its correction is made in
@@ -38,7 +38,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from ..errors import NoveltynetsError
 from ..models.unet import NULL_CLASS, DiffusionModel, load_model
 from ..sampling import CFGDenoiser, GuidedModel, SamplingConfig, generate
-from ..sampling.loop import SCHEDULERS, check_clean, make_scheduler
+from ..sampling.loop import SCHEDULERS, clean_of, make_scheduler
 from ..spec import in_range
 
 
@@ -106,12 +106,13 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         a list of ``torch.Generator``, one per image, whose initial seeds are used) fix each image's noise;
         ``novelty``: a session whose terms guide and whose history learns the images; ``guidance``: further terms.
         ``output_type``: "pil", "np" (N, H, W, C) in [0, 1] or "pt" (N, C, H, W) in [-1, 1]; ``clean`` > 0: an unguided
-        clean-up of each finished image below ``clean``·T (the CLI's ``--clean``, :func:`noveltynets.sampling.loop.clean_up`)."""
+        clean-up of each finished image below ``clean``·T (the CLI's ``--clean``, :func:`noveltynets.sampling.loop.clean_up`);
+        0: the one the terms ask for (novelty's, after its late memory push: 0.05)."""
         if output_type not in ("pil", "np", "pt"):  # before any sampling
             raise NoveltynetsError(f"output_type must be pil, np or pt, got {output_type!r}")
         in_range("clean", clean, 0, 1)
         schedulers = self._scheduler_factory(num_inference_steps)
-        check_clean(clean, schedulers())
+        clean = clean_of(clean, [], schedulers())  # checked before any sampling; the terms' own below
         seeds = _seeds(seeds, generator, class_labels)
         labels = class_labels if isinstance(class_labels, (list, tuple)) else [class_labels] * len(seeds)
         if len(labels) != len(seeds):
@@ -124,6 +125,7 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
             term.check_model(self.as_model())
         if terms:
             eps_model = GuidedModel(eps_model, terms, self.scheduler.alphas_cumprod)
+            clean = clean_of(clean, terms, schedulers())
         run = generate(eps_model, schedulers, seeds, classes, self.as_model().image_shape, batch_size, eta=eta, device=self.device,
                        clean=clean)
         images = run.images
@@ -257,12 +259,13 @@ class NoveltyPipelineWrapper:
             return vae.decode((latents / scale + shift).to(vae.dtype)).sample.float()
         return DecodedImages(decode, image_embedder, id, dim)
 
-    def open_session(self, guide=("novelty:batch_weight=0",), memory: str | None = None, store=None,
+    def open_session(self, guide=("novelty:batch_weight=0,memory_stop=0.5",), memory: str | None = None, store=None,
                      embedder="pooled-latents:8", reference_n: int = 32, reference_kwargs: dict | None = None, **kwargs):
         """A session for this pipeline (latent embedder by default, no decode per step; or an :class:`Embedder`, e.g.
         :meth:`decoded_embedder`). A new novelty memory's reference is ``reference_n`` of the pipeline's own unguided
         final latents (``reference_kwargs`` for its calls, seeds 10¹²…), made only when the memory does not exist yet.
-        The default guide is the memory part alone: the in-batch part's strength is calibrated for pixels."""
+        The default guide is the memory part alone (the in-batch part's strength is calibrated for pixels), in the run's
+        first half: the pipeline's own loop ends the run, so no clean-up can repair a push to the end (novelty's default)."""
         from ..embed import embedder_from_spec
         from ..memory.store import MemoryStore
         from ..session import POOL_SEED_BASE, open_session

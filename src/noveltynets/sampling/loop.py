@@ -217,7 +217,7 @@ def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show
 
     config = config or SamplingConfig()
     scheduler = make_scheduler(config.scheduler, model.scheduler_config, config.steps)  # validate before any work
-    check_clean(config.clean, scheduler)
+    clean = clean_of(config.clean, guidance, scheduler)
     check_ranks(model, config.ranks)
     eps_model = CFGDenoiser(model.unet, config.cfg_used, rank_stride=getattr(model, "rank_stride", 0), rank_scale=config.rank_scale)
     if guidance:
@@ -226,7 +226,17 @@ def sample(model, seeds, config: SamplingConfig | None = None, guidance=(), show
     return generate(eps_model, lambda: make_scheduler(config.scheduler, model.scheduler_config, config.steps), list(seeds),
                     classes, model.image_shape, config.batch_size, eta=config.eta, device=config.device,
                     show_progress=show_progress, callback=callback, temperature=config.temperature,
-                    ranks=config.ranks_of(len(seeds)), clean=config.clean)
+                    ranks=config.ranks_of(len(seeds)), clean=clean)
+
+
+def clean_of(clean: float, terms, scheduler) -> float:
+    """The clean-up a run gets: ``clean`` when > 0 (refused if no timestep of the run lies below it), else the largest a
+    term asks for (:meth:`GuidanceTerm.clean_up`, e.g. novelty after its late push), or none where no timestep lies below."""
+    if clean:
+        check_clean(clean, scheduler)
+        return clean
+    asked = max((t.clean_up() for t in terms), default=0.0)
+    return asked if asked and int(scheduler.timesteps[-1]) < asked * scheduler.config.num_train_timesteps else 0.0
 
 
 def check_clean(clean: float, scheduler) -> None:

@@ -78,6 +78,11 @@ class GuidanceTerm:
         """ρ (B,) in [0, 1]: the share of each sample's noise the sampler re-draws at this step, or None."""
         return None
 
+    def clean_up(self) -> float:
+        """The unguided clean-up after the run (a fraction of T, :func:`~noveltynets.sampling.loop.clean_up`) this term
+        asks for when the sampler's own ``clean`` is 0; by default none."""
+        return 0.0
+
     def conditioning(self, eps_model, extra: dict):
         """A context manager entered around every model call of the run (CADS noises the condition here)."""
         return contextlib.nullcontext()

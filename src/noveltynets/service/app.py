@@ -53,7 +53,8 @@ class GenerateRequest(BaseModel):
     cfg: float = Field(2.0, ge=0, le=20, description="classifier-free guidance scale")
     steps: int = Field(20, ge=1, le=200, description="DDIM steps")
     clean: float = Field(0.0, ge=0, le=1, description="> 0: re-noise each finished image to this fraction of the model's T "
-                                                      "timesteps and denoise it again unguided (the CLI's --clean)")
+                                                      "timesteps and denoise it again unguided (the CLI's --clean); 0: what "
+                                                      "the guidance asks for (novelty: 0.05, after its push to the end)")
     guide: list[str] = Field(["novelty"], max_length=4, description="guidance terms, as the CLI's --guide specs ([] = plain)")
     memory: str | None = Field(None, max_length=64, description="the user's memory (scope user; default 'default')")
     scope: Literal["session", "user", "service"] = Field("user", description="session: this job only; user: the user's named "
