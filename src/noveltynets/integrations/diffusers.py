@@ -111,8 +111,6 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         if output_type not in ("pil", "np", "pt"):  # before any sampling
             raise NoveltynetsError(f"output_type must be pil, np or pt, got {output_type!r}")
         in_range("clean", clean, 0, 1)
-        schedulers = self._scheduler_factory(num_inference_steps)
-        clean = clean_of(clean, [], schedulers())  # checked before any sampling; the terms' own below
         seeds = _seeds(seeds, generator, class_labels)
         labels = class_labels if isinstance(class_labels, (list, tuple)) else [class_labels] * len(seeds)
         if len(labels) != len(seeds):
@@ -123,9 +121,10 @@ class NoveltyDDIMPipeline(DiffusionPipeline):
         terms = [*(novelty.terms if novelty is not None else ()), *guidance]
         for term in guidance:  # a session's terms were checked when it opened
             term.check_model(self.as_model())
+        schedulers = self._scheduler_factory(num_inference_steps)
+        clean = clean_of(clean, terms, schedulers())  # before any sampling
         if terms:
             eps_model = GuidedModel(eps_model, terms, self.scheduler.alphas_cumprod)
-            clean = clean_of(clean, terms, schedulers())
         run = generate(eps_model, schedulers, seeds, classes, self.as_model().image_shape, batch_size, eta=eta, device=self.device,
                        clean=clean)
         images = run.images
