@@ -236,13 +236,18 @@ def clean_of(clean: float, terms, scheduler) -> float:
         check_clean(clean, scheduler)
         return clean
     asked = max((t.clean_up() for t in terms), default=0.0)
-    return asked if asked and int(scheduler.timesteps[-1]) < asked * scheduler.config.num_train_timesteps else 0.0
+    return asked if _reaches_below(asked, scheduler) else 0.0
+
+
+def _reaches_below(frac: float, scheduler) -> bool:
+    """Whether the run's last timestep lies below ``frac``·T (a clean-up to ``frac`` has a step to run)."""
+    return int(scheduler.timesteps[-1]) < frac * scheduler.config.num_train_timesteps
 
 
 def check_clean(clean: float, scheduler) -> None:
     """Refuse a clean-up fraction that no timestep of the run lies below (it would clean nothing)."""
     last = int(scheduler.timesteps[-1])
-    if clean and last >= clean * scheduler.config.num_train_timesteps:
+    if clean and not _reaches_below(clean, scheduler):
         raise NoveltynetsError(f"clean {clean:g} is below the run's last timestep ({last} of {scheduler.config.num_train_timesteps}): "
                                f"give at least {(last + 1) / scheduler.config.num_train_timesteps:g} or more steps")
 

@@ -122,7 +122,8 @@ class Service:
         if req.n > self.max_n:
             raise HTTPException(422, f"n must be at most {self.max_n} on this service, got {req.n}")
         try:
-            check_clean(req.clean, make_scheduler(SamplingConfig().scheduler, self.model.scheduler_config, req.steps))
+            if req.clean:  # else nothing to check: no scheduler built per request
+                check_clean(req.clean, make_scheduler(SamplingConfig().scheduler, self.model.scheduler_config, req.steps))
         except NoveltynetsError as e:
             raise HTTPException(422, str(e)) from None
         try:
