@@ -13,7 +13,9 @@ topped up with as many plain samples as cont has observed since. Env EMB=SPEC: t
 embedder (a library spec, or twin:DIR for the judge's twin, a ceiling measurement only). Env SAVE=DIR: each run's images go to
 DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later. Env CLEAN=FRAC: every
 guided method's samples get the sampler's clean-up (``SamplingConfig(clean=FRAC)``: re-noised to FRAC·T, denoised
-unguided) before the memory and the judge see them; plain and the controls' plain samples are left as they are.
+unguided) before the memory and the judge see them; plain and the controls' plain samples are left as they are. Env PUSH=all:
+every sample gets the memory's push at its full length ℓ·memory_weight, P(seen) setting only its direction (the controls
+and the continued memory then push equally far: only where to differs).
 """
 
 import json
@@ -67,6 +69,17 @@ class ExactProximity:
         dmin = d.min(1).values if not self.softmin else -self.softmin * torch.logsumexp(-d / self.softmin, 1)
         logp = -dmin.pow(2) / (2 * self.radius ** 2)
         return logp - torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
+
+
+class FullPush(NoveltyGuidance):
+    """The memory's push at full length on every sample (``PUSH=all``): the direction is the memory's, the length is not."""
+
+    def memory_step(self, emb):
+        with torch.enable_grad():
+            e = emb.detach().to(self.memory.device).requires_grad_(True)
+            g = torch.autograd.grad(self.memory.logit(e).sum(), e)[0]
+        unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return (-self.memory.neighbour_distance() * unit).to(emb.device, emb.dtype)
 
 
 def main():
@@ -142,7 +155,7 @@ def main():
                         chunk = unrel_plain[:, (r - 1) * N:r * N]
                         for c in chunk.split(16, dim=1):
                             mem.observe(c[0], trajectory=c[1:].flatten(0, 1) if len(c) > 1 else None)
-                    term = NoveltyGuidance(**tc, memory=mem, embedder=emb)
+                    term = (FullPush if os.environ.get("PUSH") == "all" else NoveltyGuidance)(**tc, memory=mem, embedder=emb)
                     if name == "unrel":
                         term.observer = lambda e, info: None
                 terms = [term]
