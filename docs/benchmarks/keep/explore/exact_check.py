@@ -13,23 +13,15 @@ import time
 
 import torch
 
-from noveltynets.bench.runner import Judge
-from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
 from noveltynets.guidance import NoveltyGuidance
-from noveltynets.memory.store import new_memory
-from noveltynets.models import load_model
-from noveltynets.sampling import SamplingConfig, sample
-from noveltynets.session import real_reference
+from noveltynets.sampling import sample
+
+from keep_explore import one_memory
 
 klass, N, steps, H = (int(a) for a in sys.argv[1:5])
 variants = json.loads(sys.argv[5])
 tc = {"memory_stop": 0.95, **(json.loads(sys.argv[6]) if len(sys.argv) > 6 else {})}
-model = load_model()
-emb = embedder_from_spec(DEFAULT_EMBEDDER, model)
-judge = Judge(klass)
-config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
-mem = new_memory(emb, model.model_id, trajectory=True, negatives="real")
-mem.set_reference(real_reference(emb, klass))
+model, emb, judge, config, mem = one_memory(klass, steps)
 history = []
 for r in range(H):
     run = sample(model, range(r * N, (r + 1) * N), config, [NoveltyGuidance(**tc, memory=mem, embedder=emb)])

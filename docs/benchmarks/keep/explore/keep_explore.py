@@ -180,6 +180,16 @@ def main():
             print(json.dumps(row), flush=True)
 
 
+def one_memory(klass, steps):
+    """The single-history checks' set-up (exact_check.py, selective_clean.py): the model, the default embedder, the
+    judge, the protocol's sampling config and a new trajectory memory with the class's real reference."""
+    model = load_model()
+    emb = embedder_from_spec(DEFAULT_EMBEDDER, model)
+    mem = new_memory(emb, model.model_id, trajectory=True, negatives="real")
+    mem.set_reference(real_reference(emb, klass))
+    return model, emb, Judge(klass), SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16), mem
+
+
 def saved_runs(out, method, klass) -> list:
     """The runs of ``method`` that ``SAVE=out`` kept for ``klass``, in run order, as float images in [-1, 1]."""
     paths = sorted(Path(out).glob(f"{method}_c{klass}_run*.pt"), key=lambda p: int(p.stem.split("run")[1]))

@@ -13,24 +13,16 @@ import sys
 
 import torch
 
-from noveltynets.bench.runner import Judge
-from noveltynets.embed import DEFAULT_EMBEDDER, embedder_from_spec
 from noveltynets.guidance import NoveltyGuidance
-from noveltynets.memory.store import new_memory
 from noveltynets.minority.score import minority_score
-from noveltynets.models import load_model
-from noveltynets.sampling import SamplingConfig, sample
+from noveltynets.sampling import sample
 from noveltynets.sampling.guided import CFGDenoiser
 from noveltynets.sampling.loop import clean_up, make_scheduler
-from noveltynets.session import real_reference
+
+from keep_explore import one_memory
 
 klass, N, steps, H, K = (int(a) for a in sys.argv[1:6])
-model = load_model()
-emb = embedder_from_spec(DEFAULT_EMBEDDER, model)
-judge = Judge(klass)
-config = SamplingConfig(klass=klass, cfg=2.0, steps=steps, batch_size=16)
-mem = new_memory(emb, model.model_id, trajectory=True, negatives="real")
-mem.set_reference(real_reference(emb, klass))
+model, emb, judge, config, mem = one_memory(klass, steps)
 fresh = copy.deepcopy(mem)
 history = []
 for r in range(H):
