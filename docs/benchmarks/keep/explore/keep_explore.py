@@ -13,7 +13,8 @@ topped up with as many plain samples as cont has observed since. Env EMB=SPEC: t
 embedder (a library spec, or twin:DIR for the judge's twin, a ceiling measurement only). Env SAVE=DIR: each run's images go to
 DIR/METHOD_cCLASS_runR.pt (uint8), so that another judge can score the same samples later. Env CLEAN=FRAC: every
 guided method's samples get the sampler's clean-up (``SamplingConfig(clean=FRAC)``: re-noised to FRAC·T, denoised
-unguided) before the memory and the judge see them; plain and the controls' plain samples are left as they are. Env PUSH=all:
+unguided) before the memory and the judge see them; plain and the controls' plain samples are left as they are. Env SEED0=S: run r on seeds
+S + (r − 1)·N .. S + r·N − 1 and the unrelated control's plain samples S further on (default 0: the bench's seeds), another draw of the protocol. Env PUSH=all:
 every sample gets the memory's push at its full length ℓ·memory_weight, P(seen) setting only its direction (the controls
 and the continued memory then push equally far: only where to differs).
 """
@@ -41,6 +42,7 @@ from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
 
 UNREL_SEEDS = 2 * 10**12
 SEED_SEEDS = 3 * 10**12
+SEED0 = 0  # env SEED0: run r uses seeds SEED0 + (r − 1)·N .. (another draw of the protocol on disjoint seeds)
 
 
 class ExactProximity:
@@ -88,6 +90,8 @@ def main():
     tc = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
     mc = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     tag = os.environ.get("TAG", "")
+    global SEED0
+    SEED0 = int(os.environ.get("SEED0", 0))
     model = load_model()
     emb = guidance_embedder(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
@@ -134,12 +138,12 @@ def main():
 
     unrel_plain = None
     if "unrel" in names:  # unrelated plain samples (and their trajectories), made once
-        e = pool_run(model, emb, range(UNREL_SEEDS, UNREL_SEEDS + (R - 1) * N), config.replace(batch_size=64), traj)
+        e = pool_run(model, emb, range(UNREL_SEEDS + SEED0, UNREL_SEEDS + SEED0 + (R - 1) * N), config.replace(batch_size=64), traj)
         unrel_plain = e.view(1 + len(traj), (R - 1) * N, -1)
 
     state = {}
     for r in range(R):
-        seeds = list(range(r * N, (r + 1) * N))
+        seeds = list(range(SEED0 + r * N, SEED0 + (r + 1) * N))
         for name in names:
             st = state.setdefault(name, {"images": []})
             terms = []
