@@ -44,9 +44,9 @@ def main():
         for m in methods:
             if m != "cont" and pools[m][1] and pools["cont"][1]:
                 r, lo, hi = rate_ratio(pools["cont"][0], pools["cont"][1], pools[m][0], pools[m][1])
-                d, se = pools["cont"][2] - pools[m][2], precision_se(pools["cont"]) ** 2 + precision_se(pools[m]) ** 2
+                d, se = pools["cont"][2] - pools[m][2], (precision_se(pools["cont"]) ** 2 + precision_se(pools[m]) ** 2) ** 0.5
                 print(f"cont / {m}: {r:.2f}x (95% {lo:.2f}-{hi:.2f}); precision cont - {m}: {d:+.3f} "
-                      f"(95% {d - 1.96 * se ** 0.5:+.3f} to {d + 1.96 * se ** 0.5:+.3f})")
+                      f"(95% {d - 1.96 * se:+.3f} to {d + 1.96 * se:+.3f})")
 
 
 if __name__ == "__main__":
