@@ -30,7 +30,10 @@ def test_plain_images_are_those_of_the_sampler(pipe, model):
     want = sample(model, [3, 4, 5], SamplingConfig(klass=7, steps=STEPS)).images
     assert torch.equal(got, want)
     one = pipe(class_labels=[7], generator=[torch.Generator().manual_seed(4)], num_inference_steps=STEPS, output_type="pt").images
-    assert torch.allclose(one[0], want[1], atol=1e-5)  # a generator's seed is the image's seed, whatever the batch
+    # a generator's seed is the image's seed, whatever the batch: equal up to the float-level difference a CPU's
+    # kernels make between a batch of 3 and of 1 (2e-5 to 3e-5 on some machines; another seed differs by ~1)
+    assert torch.allclose(one[0], want[1], atol=1e-4)
+    assert not torch.allclose(one[0], want[2], atol=0.1)
 
 
 def test_a_session_guides_and_learns_through_the_pipeline(pipe, model, tmp_path):
