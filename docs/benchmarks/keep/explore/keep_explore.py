@@ -42,7 +42,6 @@ from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
 
 UNREL_SEEDS = 2 * 10**12
 SEED_SEEDS = 3 * 10**12
-SEED0 = 0  # env SEED0: run r uses seeds SEED0 + (r − 1)·N .. (another draw of the protocol on disjoint seeds)
 
 
 class ExactProximity:
@@ -90,8 +89,7 @@ def main():
     tc = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
     mc = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     tag = os.environ.get("TAG", "")
-    global SEED0
-    SEED0 = int(os.environ.get("SEED0", 0))
+    seed0 = int(os.environ.get("SEED0", 0))  # run r on seeds seed0 + (r − 1)·N ..: another draw on disjoint seeds
     model = load_model()
     emb = guidance_embedder(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
@@ -138,12 +136,12 @@ def main():
 
     unrel_plain = None
     if "unrel" in names:  # unrelated plain samples (and their trajectories), made once
-        e = pool_run(model, emb, range(UNREL_SEEDS + SEED0, UNREL_SEEDS + SEED0 + (R - 1) * N), config.replace(batch_size=64), traj)
+        e = pool_run(model, emb, range(UNREL_SEEDS + seed0, UNREL_SEEDS + seed0 + (R - 1) * N), config.replace(batch_size=64), traj)
         unrel_plain = e.view(1 + len(traj), (R - 1) * N, -1)
 
     state = {}
     for r in range(R):
-        seeds = list(range(SEED0 + r * N, SEED0 + (r + 1) * N))
+        seeds = list(range(seed0 + r * N, seed0 + (r + 1) * N))
         for name in names:
             st = state.setdefault(name, {"images": []})
             terms = []
