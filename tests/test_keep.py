@@ -97,6 +97,24 @@ def test_keep_outputs_are_written(keep_run):
     assert len(saved["rows"]) == len(result["rows"]) and saved["config"]["runs"] == 2
 
 
+def test_a_seed_offset_draws_the_protocol_again_on_disjoint_seeds(keep_run, tmp_path):
+    out = keep_run[2]
+    args = ["bench", "--keep", "2", "--n", N, "--steps", 2, "--batch-size", 4, "--classes", 7, "--no-progress",
+            "--method", "novelty:memory=unrelated", "--seed-offset", N, "--out", tmp_path / "o"]
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    saved = {run: np.load(tmp_path / "o" / "runs" / "plain" / "class=7" / f"run{run:02d}.npz") for run in (1, 2)}
+    assert saved[1]["seeds"].tolist() == list(range(N, 2 * N)) and saved[2]["seeds"].tolist() == list(range(2 * N, 3 * N))
+    # its run 1 is the first draw's run 2: the same seeds make the same images
+    assert np.array_equal(saved[1]["images"], np.load(out / "runs" / "plain" / "class=7" / "run02.npz")["images"])
+    store = MemoryStore(tmp_path / "o" / "histories.sqlite")
+    m = parse_method("novelty:memory=unrelated")
+    seeds = sorted(s for s, in store.db.execute("SELECT seed FROM samples WHERE memory = ?", (history_name(m, 7, 0),)))
+    assert seeds == list(range(2 * 10**12 + N, 2 * 10**12 + 2 * N))  # the unrelated control's plain samples moved too
+    r = invoke(*args[:-1], tmp_path / "o", "--resume", "--seed-offset", 0)
+    assert r.exit_code == 2 and "seed_offset" in r.stderr  # another draw never resumes this one
+
+
 KEEP = ["bench", "--keep", "3", "--n", str(N), "--steps", "2", "--batch-size", "4", "--classes", "7",
         "--method", "novelty", "--method", "repel:radius=2", "--no-progress"]
 
@@ -143,6 +161,8 @@ def test_a_killed_keep_benchmark_resumes_from_its_last_completed_runs(tmp_path):
     (["--method", "novelty:memory=fresh"], "needs --keep"),
     (["--keep", "2", "--method", "particle:memory=fresh"], "needs a method that keeps a history"),
     (["--keep", "2", "--method", "novelty:memory=sometimes"], "memory must be one of"),
+    (["--keep", "2", "--seed-offset", "-1"], "--seed-offset must lie in"),
+    (["--keep", "2", "--seed-offset", str(10**12 - N)], "--seed-offset must lie in"),  # run 2 would reach the pools' seeds
 ])
 def test_bad_keep_input_is_one_line_and_exit_2(tmp_path, args, message):
     r = invoke("bench", "--n", N, "--steps", 1, "--classes", 7, *args, "--out", tmp_path / "o", "--no-progress")
@@ -170,3 +190,7 @@ def test_keep_benchmarks_of_different_classes_merge_into_one_report(tmp_path):
                   "--out", tmp_path / "c3").exit_code == 0
     r = invoke("bench-merge", tmp_path / "c1", tmp_path / "c3", "--out", tmp_path / "m2")
     assert r.exit_code == 2 and "differs" in r.stderr and "runs" in r.stderr
+    assert invoke("bench", "--keep", "2", "--n", N, "--steps", 1, "--classes", 3, "--method", "particle", "--no-progress",
+                  "--seed-offset", 1000, "--out", tmp_path / "c3b").exit_code == 0
+    r = invoke("bench-merge", tmp_path / "c1", tmp_path / "c3b", "--out", tmp_path / "m3")
+    assert r.exit_code == 2 and "seed_offset" in r.stderr  # two draws are not one benchmark

@@ -1,7 +1,7 @@
 """``noveltynets bench --keep R``: the keep-sampling protocol (BENCHMARK.md, protocol 2).
 
-R runs of N samples per class; run r (1-based) uses seeds (r − 1)·N .. r·N − 1, made
-``batch_size`` at a time. Every method keeps one history per class across the runs, in the store
+R runs of N samples per class; run r (1-based) uses seeds S + (r − 1)·N .. S + r·N − 1 (S, the
+seed offset, is 0 unless another draw on disjoint seeds is asked for), made ``batch_size`` at a time. Every method keeps one history per class across the runs, in the store
 ``histories.sqlite`` of the output folder under a name of its own (a novelty memory; the exact
 history of repel, knn-filter and oversample; the LSH history of lsh-filter), and every run loads
 it afresh from the store, as a new process would. The method key ``memory`` says what the history
@@ -9,9 +9,9 @@ is across runs:
 
 - ``continued`` (default): one history that learns every run;
 - ``fresh``: emptied before every run (a novelty memory keeps its reference pool);
-- ``unrelated``: before run r it is fed plain samples of the class from other seeds, as many as a
-  continued history has observed by then ((r − 1)·N, with their x̂0 where a trajectory memory
-  observes), and it never learns the method's own samples.
+- ``unrelated``: before run r it is fed plain samples of the class from other seeds (from
+  ``UNRELATED_SEED_BASE`` + S on), as many as a continued history has observed by then ((r − 1)·N,
+  with their x̂0 where a trajectory memory observes), and it never learns the method's own samples.
 
 Each run is judged against every earlier sample of the method's history (earlier runs and
 earlier in the run), in the evaluation embedder's space: near-dup rate, history novelty,
@@ -102,6 +102,7 @@ class KeepBench:
             raise NoveltynetsError(f"--keep needs at least 1 run, got {runs}")
         self.cfg, self.runs, self.model, self.out = cfg, runs, model, Path(out)
         self.methods = validate_methods(cfg)
+        cfg.check_seeds(runs)
         self.settings = {**asdict(cfg), "model": model.model_id}
         if self.out.exists() and not self.out.is_dir():
             raise NoveltynetsError(f"output path {self.out} exists and is not a folder")
@@ -203,7 +204,7 @@ class KeepBench:
 
     def _run_one(self, m: Method, label, klass, r: int, judge: Judge, plain_seconds: float | None) -> dict:
         n = self.cfg.n
-        seeds = list(range((r - 1) * n, r * n))
+        seeds = list(range(self.cfg.seed_offset + (r - 1) * n, self.cfg.seed_offset + r * n))
         built = m.build(self.ctx, klass)
         owners = history_owners(*_split(built))
         setup, names, updates = 0.0, [], []
@@ -285,7 +286,8 @@ class KeepBench:
         if have >= target:
             return history, version
         traj = owner.observed_steps(self.cfg.steps) if owner.history_kind == "novelty" and history.config.trajectory else []
-        seeds = range(UNRELATED_SEED_BASE + have, UNRELATED_SEED_BASE + target)
+        base = UNRELATED_SEED_BASE + self.cfg.seed_offset
+        seeds = range(base + have, base + target)
         e = pool_run(m.model_for(self.ctx), emb, seeds, m.config(self.ctx, klass), traj).view(1 + len(traj), len(seeds), -1)
         for start in range(0, len(seeds), self.cfg.batch_size):
             chunk = e[:, start:start + self.cfg.batch_size]

@@ -231,10 +231,10 @@ excluded: <code>setup_seconds</code> in results.json).</p>
 
 # -- the keep-sampling benchmark (bench --keep) ---------------------------------------------------
 def merge_keep_outputs(dirs: list[Path], runs: list[dict], out: Path) -> dict:
-    """One keep benchmark from several (e.g. one process per class) with the same n, steps, batch size and runs."""
+    """One keep benchmark from several (e.g. one process per class) with the same n, steps, batch size, runs and seeds."""
     from ..errors import NoveltynetsError
 
-    same = ("n", "steps", "batch_size", "runs", "model")
+    same = ("n", "steps", "batch_size", "runs", "model", "seed_offset")
     for d, r in zip(dirs[1:], runs[1:]):
         diff = [k for k in same if r["config"].get(k) != runs[0]["config"].get(k)]
         if diff:

@@ -20,6 +20,7 @@ from ..models import build_scheduler
 from ..models.embedder import load_eval_embedder
 from ..sampling import make_scheduler
 from ..sampling.loop import check_clean
+from ..session import POOL_SEED_BASE
 from .methods import Context, Method, parse_method
 
 UNCOND = "uncond"  # the "class" of unconditional sampling: judged against all real images
@@ -42,6 +43,12 @@ class BenchConfig:
         """One class, 64 samples, 10 steps: the smoke run the tests use (< 2 minutes on 2 CPU cores)."""
         return cls(**{"classes": [7], "n": 64, "steps": 10, **overrides})
 
+    def check_seeds(self, runs: int) -> None:
+        """The seeds of ``runs`` runs of n, from seed_offset on, stay below the reference pools' seeds."""
+        if not 0 <= self.seed_offset <= POOL_SEED_BASE - runs * self.n:
+            raise NoveltynetsError(f"--seed-offset must lie in 0..{POOL_SEED_BASE - runs * self.n} (the seeds of "
+                                   f"{runs} run(s) of {self.n} stay below the reference pools' {POOL_SEED_BASE}), got {self.seed_offset}")
+
     def validate(self) -> list[Method]:
         if self.n < 6:
             raise NoveltynetsError(f"--n must be at least 6 (recall uses the samples' 5 nearest neighbours), got {self.n}")
@@ -49,6 +56,7 @@ class BenchConfig:
             raise NoveltynetsError("--steps and --batch-size must be positive")
         if not self.methods:
             raise NoveltynetsError("no methods given")
+        self.check_seeds(1)
         bad = [c for c in self.classes if c != UNCOND and not (isinstance(c, int) and 0 <= c <= 9)]
         if bad or not self.classes:
             raise NoveltynetsError(f"classes must be digits 0-9 or {UNCOND!r}, got {self.classes}")

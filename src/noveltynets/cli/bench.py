@@ -22,7 +22,9 @@ def bench(
                                      "plain always runs as the baseline of every ratio."),
     classes: str = typer.Option("1,3,7", "--classes", help="Comma-separated digits; 'uncond' for unconditional sampling "
                                 "(judged against all real images)."),
-    n: int = typer.Option(256, "--n", help="Samples per class (seeds 0..n-1, the same for every method)."),
+    n: int = typer.Option(256, "--n", help="Samples per class (seeds 0..n-1, or from --seed-offset on; the same for every method)."),
+    seed_offset: int = typer.Option(0, "--seed-offset", help="First seed: S..S+n-1 (with --keep, run r on S+(r-1)*n..): "
+                                    "another draw of the same protocol on disjoint seeds."),
     steps: int = typer.Option(50, "--steps", help="DDIM steps."),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: class 7, 64 samples, 10 steps (overrides --classes, --n, --steps)."),
@@ -30,7 +32,8 @@ def bench(
     out: Path = typer.Option(Path("bench"), "--out", "-o", help="Output folder (must be empty or new)."),
     overwrite: bool = OverwriteOpt,
     device: str = DeviceOpt,
-    keep: Optional[int] = typer.Option(None, "--keep", help="Keep sampling: R runs of --n per class, run r on seeds (r-1)*n..r*n-1, "
+    keep: Optional[int] = typer.Option(None, "--keep", help="Keep sampling: R runs of --n per class, run r on seeds (r-1)*n..r*n-1 "
+                                       "(plus --seed-offset), "
                                        "every method keeping its history across the runs (BENCHMARK.md, protocol 2). The "
                                        "output folder fills as runs complete."),
     resume: bool = typer.Option(False, "--resume", help="With --keep: continue the keep benchmark in --out (same settings; "
@@ -55,9 +58,10 @@ def bench(
         raise NoveltynetsError(f"--keep needs at least 1 run, got {keep}")
     if resume and keep is None:
         raise NoveltynetsError("--resume continues a keep benchmark: pass --keep R")
-    kw = dict(methods=list(method) or ["plain", "novelty"], batch_size=batch_size, device=_device(device))
+    kw = dict(methods=list(method) or ["plain", "novelty"], batch_size=batch_size, device=_device(device), seed_offset=seed_offset)
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(classes=class_list, n=n, steps=steps, **kw)
     methods = cfg.validate()  # bad input fails here, before the model loads or a file is written
+    cfg.check_seeds(keep or 1)
     if keep is None and any(m.memory != "continued" for m in methods):
         raise NoveltynetsError("memory=fresh|unrelated says what a history is across runs: it needs --keep R")
     if keep is not None:
