@@ -5,6 +5,7 @@
     python docs/benchmarks/keep/tables.py A/results.json B/results.json   # several: the first row of a class/setting/run wins
     python docs/benchmarks/keep/tables.py --novelty memory_stop=0.95,clean=0.05 ...   # the continued memory and its
                                   # controls with these settings (novelty:SETTINGS, novelty:memory=fresh,SETTINGS, ...)
+    python docs/benchmarks/keep/tables.py --spell A/results.json B/results.json   # the memory against every SPELL radius
 
 Targets (issue 18): from run 3 on, the continued memory's near-dup rate ≤ 0.7× the fresh and the unrelated
 controls' at precision within 0.02 of them and adherence ≥ 0.95; in every run ≤ 2× the real-data floor; ≤ 1.1×
@@ -161,6 +162,30 @@ def pooled(by, classes, settings, first: int = 3) -> None:
             print(f"| {c} | `{s}` | {b} / {n_b} | {b / n_b:.3f} | {vs} | {prec:.3f} |")
 
 
+def spell(rows: list[dict]) -> None:
+    """The continued memory against SPELL at every radius measured (a frontier: one radius cannot be fair to both):
+    every run pooled, and per run whether the memory is ≤ 1.1× as near-duplicated at precision at least as high."""
+    by, classes, settings, runs = index(rows)
+    radii = sorted((s for s in settings if s.startswith("repel")), key=lambda s: float(s.split("radius=")[1].split(",")[0]))
+    pooled(by, classes, [NOVELTY] + radii, first=1)
+    print("\n### Per run: the memory ≤ 1.1× SPELL's near-dup rate at precision at least as high (memory vs SPELL)\n")
+    print("| class | SPELL | " + " | ".join(f"run {r}" for r in runs) + " | met |")
+    print("|---|---|" + "---|" * (len(runs) + 1))
+    for c in classes:
+        nov = by.get((c, NOVELTY), {})
+        for s in (s for s in radii if by.get((c, s))):
+            cells, met = [], 0
+            for r in runs:
+                a, b = nov.get(r), by[c, s].get(r)
+                if a is None or b is None:
+                    cells.append("—")
+                    continue
+                ok = a["near_dup"] <= 1.1 * b["near_dup"] and a["precision"] >= b["precision"]
+                met += ok
+                cells.append(("**yes** " if ok else "") + f"{a['near_dup']:.3f}/{a['precision']:.2f} vs {b['near_dup']:.3f}/{b['precision']:.2f}")
+            print(f"| {c} | `{s}` | " + " | ".join(cells) + f" | {met} |")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[0] == "--novelty":
@@ -168,5 +193,7 @@ if __name__ == "__main__":
         args = args[2:]
     if args[0] == "--headline":
         headline(load_all([Path(p) for p in args[1:]]))
+    elif args[0] == "--spell":
+        spell(load_all([Path(p) for p in args[1:]]))
     else:
         main([Path(p) for p in args])
