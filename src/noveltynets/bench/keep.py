@@ -1,7 +1,8 @@
 """``noveltynets bench --keep R``: the keep-sampling protocol (BENCHMARK.md, protocol 2).
 
 R runs of N samples per class; run r (1-based) uses seeds S + (r − 1)·N .. S + r·N − 1 (S, the
-seed offset, is 0 unless another draw on disjoint seeds is asked for), made ``batch_size`` at a time. Every method keeps one history per class across the runs, in the store
+seed offset, is 0 unless another draw on disjoint seeds is asked for), made ``batch_size`` at a
+time. Every method keeps one history per class across the runs, in the store
 ``histories.sqlite`` of the output folder under a name of its own (a novelty memory; the exact
 history of repel, knn-filter and oversample; the LSH history of lsh-filter), and every run loads
 it afresh from the store, as a new process would. The method key ``memory`` says what the history
