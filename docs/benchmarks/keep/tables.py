@@ -184,6 +184,25 @@ def spell(rows: list[dict]) -> None:
                 met += ok
                 cells.append(("**yes** " if ok else "") + f"{a['near_dup']:.3f}/{a['precision']:.2f} vs {b['near_dup']:.3f}/{b['precision']:.2f}")
             print(f"| {c} | `{s}` | " + " | ".join(cells) + f" | {met} |")
+    print("\n### SPELL at the memory's precision (every run pooled; its rate interpolated linearly between the two radii "
+          "whose precision brackets the memory's)\n")
+    print("| class | memory: rate / precision | SPELL's radii between | SPELL's rate there | memory ÷ SPELL |")
+    print("|---|---|---|---|---|")
+    for c in classes:
+        point = lambda s: (sum(x["near_dup"] * x["n"] for x in by[c, s].values()) / sum(x["n"] for x in by[c, s].values()),
+                           sum(x["precision"] for x in by[c, s].values()) / len(by[c, s]))
+        if not by.get((c, NOVELTY)):
+            continue
+        rate, prec = point(NOVELTY)
+        pts = sorted((p, r, s) for s in radii if by.get((c, s)) for r, p in [point(s)])
+        pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= prec <= b[0]), None)
+        if pair is None:
+            print(f"| {c} | {rate:.3f} / {prec:.3f} | none: SPELL's precision spans {pts[0][0]:.3f} – {pts[-1][0]:.3f} | — | — |")
+            continue
+        (p0, r0, s0), (p1, r1, s1) = pair
+        at = r0 + (r1 - r0) * (prec - p0) / (p1 - p0)
+        print(f"| {c} | {rate:.3f} / {prec:.3f} | `{s0}` ({r0:.3f} / {p0:.3f}), `{s1}` ({r1:.3f} / {p1:.3f}) | {at:.3f} | "
+              f"{rate / at:.2f}× |")
 
 
 if __name__ == "__main__":
