@@ -141,6 +141,14 @@ def rate_ratio(a: int, n_a: int, b: int, n_b: int) -> tuple[float, float, float]
     return ratio, ratio * math.exp(-1.96 * se), ratio * math.exp(1.96 * se)
 
 
+def pool(by, c, s, first: int = 1) -> tuple[int, int, float] | None:
+    """Class c's setting s over runs ``first``..: (near-duplicates, samples, mean precision), or None if not run."""
+    rr = [x for r, x in by.get((c, s), {}).items() if r >= first]
+    if not rr:
+        return None
+    return sum(round(x["near_dup"] * x["n"]) for x in rr), sum(x["n"] for x in rr), sum(x["precision"] for x in rr) / len(rr)
+
+
 def pooled(by, classes, settings, first: int = 3) -> None:
     """Near-duplicates counted over runs ``first``.. together: one run of 128 has ~0.025 of binomial noise at these
     rates, as large as the differences the per-run targets ask about; pooled, the ratio to each control has an interval."""
@@ -148,12 +156,7 @@ def pooled(by, classes, settings, first: int = 3) -> None:
     print("| class | setting | near-dups / samples | rate | `novelty` ÷ this (95% interval) | precision (mean) |")
     print("|---|---|---|---|---|---|")
     for c in classes:
-        counts = {}
-        for s in settings:
-            rr = [x for r, x in by.get((c, s), {}).items() if r >= first]
-            if rr:
-                counts[s] = (sum(round(x["near_dup"] * x["n"]) for x in rr), sum(x["n"] for x in rr),
-                             sum(x["precision"] for x in rr) / len(rr))
+        counts = {s: p for s in settings if (p := pool(by, c, s, first))}
         if NOVELTY not in counts:
             continue
         a, n_a, _ = counts[NOVELTY]
@@ -189,12 +192,10 @@ def spell(rows: list[dict]) -> None:
     print("| class | memory: rate / precision | SPELL's radii between | SPELL's rate there | memory ÷ SPELL |")
     print("|---|---|---|---|---|")
     for c in classes:
-        point = lambda s: (sum(x["near_dup"] * x["n"] for x in by[c, s].values()) / sum(x["n"] for x in by[c, s].values()),
-                           sum(x["precision"] for x in by[c, s].values()) / len(by[c, s]))
-        if not by.get((c, NOVELTY)):
+        if not (mine := pool(by, c, NOVELTY)):
             continue
-        rate, prec = point(NOVELTY)
-        pts = sorted((p, r, s) for s in radii if by.get((c, s)) for r, p in [point(s)])
+        rate, prec = mine[0] / mine[1], mine[2]
+        pts = sorted((p, k / n, s) for s in radii if pool(by, c, s) for k, n, p in [pool(by, c, s)])
         pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= prec <= b[0]), None)
         if pair is None:
             print(f"| {c} | {rate:.3f} / {prec:.3f} | none: SPELL's precision spans {pts[0][0]:.3f} – {pts[-1][0]:.3f} | — | — |")
