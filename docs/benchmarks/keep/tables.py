@@ -46,6 +46,11 @@ def load_all(paths: list[Path]) -> list[dict]:
     return rows
 
 
+def beats_spell(a: dict, b: dict) -> bool:
+    """The issue's check of run a (the memory) against run b (SPELL): ≤ 1.1× its near-dup rate at precision at least as high."""
+    return a["near_dup"] <= 1.1 * b["near_dup"] and a["precision"] >= b["precision"]
+
+
 def spell_label(settings) -> str | None:
     return next((s for s in settings if s.startswith("repel")), None)
 
@@ -119,7 +124,7 @@ def main(paths: list[Path]) -> None:
                                f"{a['near_dup']:.3f} vs floor {real[r]['near_dup']:.3f}"))
             if spell and r in by[c, spell]:
                 b = by[c, spell][r]
-                checks.append((c, r, "≤ 1.1× SPELL, precision ≥", a["near_dup"] <= 1.1 * b["near_dup"] and a["precision"] >= b["precision"],
+                checks.append((c, r, "≤ 1.1× SPELL, precision ≥", beats_spell(a, b),
                                f"{a['near_dup']:.3f} vs {b['near_dup']:.3f}, precision {a['precision']:.3f} vs {b['precision']:.3f}"))
             limit = 1.3 if r == 1 else 1.15
             checks.append((c, r, f"cost ≤ {limit}×", a["cost_ratio"] <= limit, f"{a['cost_ratio']:.2f}× plain"))
@@ -183,7 +188,7 @@ def spell(rows: list[dict]) -> None:
                 if a is None or b is None:
                     cells.append("—")
                     continue
-                ok = a["near_dup"] <= 1.1 * b["near_dup"] and a["precision"] >= b["precision"]
+                ok = beats_spell(a, b)
                 met += ok
                 cells.append(("**yes** " if ok else "") + f"{a['near_dup']:.3f}/{a['precision']:.2f} vs {b['near_dup']:.3f}/{b['precision']:.2f}")
             print(f"| {c} | `{s}` | " + " | ".join(cells) + f" | {met} |")
@@ -197,6 +202,8 @@ def spell(rows: list[dict]) -> None:
         rate, prec = mine[0] / mine[1], mine[2]
         pts = sorted((p, k / n, s) for s in radii if pool(by, c, s) for k, n, p in [pool(by, c, s)])
         pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= prec <= b[0]), None)
+        if not pts:
+            continue  # SPELL not run on this class
         if pair is None:
             print(f"| {c} | {rate:.3f} / {prec:.3f} | none: SPELL's precision spans {pts[0][0]:.3f} – {pts[-1][0]:.3f} | — | — |")
             continue
