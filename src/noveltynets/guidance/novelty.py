@@ -57,8 +57,6 @@ class NoveltyGuidance(GuidanceTerm):
     repair: float = 0.05  # with the memory part acting into the run's last tenth, the sampler then re-runs the steps below
     # repair·T without guidance (sampling.clean_up; its own clean > 0 overrides): the model repairs the detail the late
     # push left off the data, and gives back most of the precision it cost (docs/benchmarks/keep, ninth part); 0 = off
-    memory_budget: float = 0.0  # > 0: the batch's mean P(seen) weight is scaled down to at most this (a dense history
-    # pushes every sample full length; the budget shares one batch's push out by P(seen) instead); 0 = off
     batch_weight: float = 5.5  # in-batch RBF repulsion (particle guidance's); 0 = off
     objective: str = "unseen"  # "unseen": weight P(seen) (strong near history only); "seen": weight 1 − P(seen)
     renoise_rho: float = 0.0  # share of the noise re-drawn where the memory says "seen"; 0 = off (default: measured
@@ -136,8 +134,6 @@ class NoveltyGuidance(GuidanceTerm):
             g = torch.autograd.grad(logit.sum(), e)[0]
         p = torch.sigmoid(logit.detach())
         weight = p if self.objective == "unseen" else 1 - p
-        if self.memory_budget > 0:
-            weight = weight * (self.memory_budget / weight.mean().clamp_min(1e-12)).clamp(max=1.0)
         unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return (-self.memory.neighbour_distance() * weight[:, None] * unit).to(emb.device, emb.dtype)
 
