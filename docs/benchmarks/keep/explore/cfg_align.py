@@ -43,10 +43,16 @@ class Probe(NoveltyGuidance):
         return super().grad(x0_hat, info)
 
 
+def auc(labels, score):
+    """ROC-AUC of ``score`` for ``labels``, or None where only one kind of label occurs."""
+    return round(float(roc_auc_score(labels, score)), 3) if 0 < labels.sum() < len(labels) else None
+
+
 def main():
     klass, N, steps, H = (int(a) for a in sys.argv[1:5])
     model, emb, judge, config, mem = one_memory(klass, steps)
-    hist = [sample(model, range(r * N, (r + 1) * N), config, [NoveltyGuidance(memory=mem, embedder=emb)]).images for r in range(H)]
+    for r in range(H):  # the memory learns runs 1..H as it samples them
+        sample(model, range(r * N, (r + 1) * N), config, [NoveltyGuidance(memory=mem, embedder=emb)])
     per_batch = []
     for b in range(0, N, config.batch_size):
         Probe.rows = []
@@ -66,10 +72,8 @@ def main():
            "cos_by_step": {int(i): round(float(cos[k].mean()), 3) for k, i in enumerate(steps_i)},
            "cos_mean": round(float(cos.mean()), 3), "cos_weighted_mean": round(float(wmean.mean()), 3),
            "frac_steps_negative": round(float((cos < 0).mean()), 3),
-           "auc_outside": {"-wmean_cos": round(float(roc_auc_score(outside, -wmean)), 3) if 0 < outside.sum() < len(outside) else None,
-                           "-neg_len": round(float(roc_auc_score(outside, -neg)), 3) if 0 < outside.sum() < len(outside) else None,
-                           "push_len": round(float(roc_auc_score(outside, norm.sum(0))), 3) if 0 < outside.sum() < len(outside) else None,
-                           "-late_cos": round(float(roc_auc_score(outside, -cos[late].mean(0))), 3) if 0 < outside.sum() < len(outside) else None}}
+           "auc_outside": {name: auc(outside, score) for name, score in
+                           {"-wmean_cos": -wmean, "-neg_len": -neg, "push_len": norm.sum(0), "-late_cos": -cos[late].mean(0)}.items()}}
     print(json.dumps(out))
 
 
