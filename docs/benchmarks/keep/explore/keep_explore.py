@@ -16,7 +16,10 @@ guided method's samples get the sampler's clean-up (``SamplingConfig(clean=FRAC)
 unguided) before the memory and the judge see them; plain and the controls' plain samples are left as they are. Env SEED0=S: run r on seeds
 S + (r − 1)·N .. S + r·N − 1 and the unrelated control's plain samples S further on (default 0: the bench's seeds), another draw of the protocol. Env PUSH=all:
 every sample gets the memory's push at its full length ℓ·memory_weight, P(seen) setting only its direction (the controls
-and the continued memory then push equally far: only where to differs).
+and the continued memory then push equally far: only where to differs). Env BOOST=K (BOOST_FROM=F, default 0.5): from F of
+the run to the memory's stop, each sample's CFG scale is cfg·(1 + K·p), p the weight P(seen) of its memory push at the
+step before (the push is nearly orthogonal to CFG's class direction, cfg_align.py: a stronger class pull where the
+memory pushes, to keep the pushed samples on the class).
 """
 
 import json
@@ -38,6 +41,7 @@ from noveltynets.models.embedder import load_eval_embedder
 from noveltynets.memory.store import new_memory
 from noveltynets.models import load_model
 from noveltynets.sampling import SamplingConfig, sample
+from noveltynets.sampling import guided as guided_module
 from noveltynets.session import POOL_SEED_BASE, pool_run, real_reference
 
 UNREL_SEEDS = 2 * 10**12
@@ -83,6 +87,44 @@ class FullPush(NoveltyGuidance):
         return (-self.memory.neighbour_distance() * unit).to(emb.device, emb.dtype)
 
 
+class BoostCFG(guided_module.CFGDenoiser):
+    """CFG with a per-sample scale cfg·(1 + K·p_i) at the step after the memory pushed sample i with weight p_i (BOOST=K)."""
+
+    kappa, last = 0.0, None  # last: (step, p) from BoostPush
+
+    def __call__(self, x, t, extra):
+        last = BoostCFG.last
+        if last is None or extra.get("i") != last[0] + 1 or len(last[1]) != len(x) or self.cfg_scale == 1.0:
+            return super().__call__(x, t, extra)
+        BoostCFG.last = None  # used once: the next push leaves its own
+        classes = extra["classes"]
+        out = self.unet(torch.cat([x, x]), torch.cat([t, t]),
+                        class_labels=torch.cat([classes, torch.full_like(classes, self.null_class)])).sample
+        eps_c, eps_u = out.chunk(2)
+        s = (self.cfg_scale * (1 + BoostCFG.kappa * last[1])).view(-1, *[1] * (x.dim() - 1)).to(x)
+        return eps_u + s * (eps_c - eps_u)
+
+
+class BoostPush(NoveltyGuidance):
+    """The default push, leaving its weights P(seen) (from BOOST_FROM of the run) for BoostCFG's next step."""
+
+    def grad(self, x0_hat, info):
+        self._step = info.get("i", 0) / max(info.get("num_steps", 1), 1)
+        self._i = info.get("i")
+        return super().grad(x0_hat, info)
+
+    def memory_step(self, emb):
+        out = super().memory_step(emb)
+        if self._step >= float(os.environ.get("BOOST_FROM", 0.5)):
+            with torch.no_grad():
+                BoostCFG.last = (self._i, torch.sigmoid(self.memory.logit(emb.detach().to(self.memory.device))).cpu())
+        return out
+
+    def reset(self):
+        super().reset()
+        BoostCFG.last = None
+
+
 def main():
     klass, R, N, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     names = sys.argv[5].split(",")
@@ -90,6 +132,9 @@ def main():
     mc = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     tag = os.environ.get("TAG", "")
     seed0 = int(os.environ.get("SEED0", 0))  # run r on seeds seed0 + (r − 1)·N ..: another draw on disjoint seeds
+    if os.environ.get("BOOST"):
+        BoostCFG.kappa = float(os.environ["BOOST"])
+        guided_module.CFGDenoiser = BoostCFG  # sample() imports it at call time
     model = load_model()
     emb = guidance_embedder(os.environ.get("EMB", DEFAULT_EMBEDDER), model)
     judge = Judge(klass)
@@ -157,7 +202,8 @@ def main():
                         chunk = unrel_plain[:, (r - 1) * N:r * N]
                         for c in chunk.split(16, dim=1):
                             mem.observe(c[0], trajectory=c[1:].flatten(0, 1) if len(c) > 1 else None)
-                    term = (FullPush if os.environ.get("PUSH") == "all" else NoveltyGuidance)(**tc, memory=mem, embedder=emb)
+                    term = (FullPush if os.environ.get("PUSH") == "all" else BoostPush if os.environ.get("BOOST")
+                            else NoveltyGuidance)(**tc, memory=mem, embedder=emb)
                     if name == "unrel":
                         term.observer = lambda e, info: None
                 terms = [term]
