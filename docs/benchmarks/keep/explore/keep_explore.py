@@ -115,9 +115,8 @@ class BoostPush(NoveltyGuidance):
 
     def memory_step(self, emb):
         out = super().memory_step(emb)
-        if self._step >= float(os.environ.get("BOOST_FROM", 0.5)):
-            with torch.no_grad():
-                BoostCFG.last = (self._i, torch.sigmoid(self.memory.logit(emb.detach().to(self.memory.device))).cpu())
+        if self._step >= float(os.environ.get("BOOST_FROM", 0.5)):  # ‖Δe‖ = ℓ·P(seen): the weight, without another pass
+            BoostCFG.last = (self._i, (out.norm(dim=1) / self.memory.neighbour_distance()).detach().cpu())
         return out
 
     def reset(self):
