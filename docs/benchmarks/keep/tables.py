@@ -200,10 +200,10 @@ def spell(rows: list[dict]) -> None:
         if not (mine := pool(by, c, NOVELTY)):
             continue
         rate, prec = mine[0] / mine[1], mine[2]
-        pts = sorted((p, k / n, s) for s in radii if pool(by, c, s) for k, n, p in [pool(by, c, s)])
-        pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= prec <= b[0]), None)
+        pts = sorted((p, k / n, s) for s in radii if (q := pool(by, c, s)) for k, n, p in [q])
         if not pts:
             continue  # SPELL not run on this class
+        pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= prec <= b[0]), None)
         if pair is None:
             print(f"| {c} | {rate:.3f} / {prec:.3f} | none: SPELL's precision spans {pts[0][0]:.3f} – {pts[-1][0]:.3f} | — | — |")
             continue

@@ -8,7 +8,6 @@ import copy
 import json
 
 import numpy as np
-import torch
 
 from noveltynets.guidance import NoveltyGuidance
 from noveltynets.sampling import sample
@@ -21,9 +20,9 @@ class Probe(NoveltyGuidance):
     log: list = []
 
     def memory_step(self, emb):
-        with torch.no_grad():
-            Probe.log.append(torch.sigmoid(self.memory.logit(emb.to(self.memory.device))).mean().item())
-        return super().memory_step(emb)
+        out = super().memory_step(emb)
+        Probe.log.append((out.norm(dim=1) / self.memory.neighbour_distance()).mean().item())  # ‖Δe‖ = ℓ·P(seen)
+        return out
 
 
 def main(klass=7, N=64, R=4):
